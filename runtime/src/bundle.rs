@@ -1,0 +1,264 @@
+//! Finding a model bundle's files: the HF optimum / transformers.js layout, or a
+//! directory with Glimpse's own small manifest (`glimpse.json`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::preprocess::PreprocessConfig;
+use crate::tokenize::TokenizerSource;
+
+/// The manifest file name of Glimpse's own layout.
+pub const MANIFEST: &str = "glimpse.json";
+/// OpenAI's CLIP checkpoints all train their logit scale to its clamp, 100; HF tower
+/// exports do not carry it, so bundles without a manifest use this.
+pub const DEFAULT_LOGIT_SCALE: f32 = 100.0;
+const DEFAULT_CONTEXT: usize = 77;
+
+/// Which files of a bundle to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Load the image tower.
+    pub vision: bool,
+    /// Load the text tower (and the tokenizer).
+    pub text: bool,
+    /// Prefer `*_quantized.onnx` graphs in an HF layout.
+    pub quantized: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            vision: true,
+            text: true,
+            quantized: false,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Only the image tower: enough to embed and index photos.
+    pub fn vision_only() -> Self {
+        LoadOptions {
+            text: false,
+            ..Self::default()
+        }
+    }
+
+    /// Only the text tower: enough to embed search queries.
+    pub fn text_only() -> Self {
+        LoadOptions {
+            vision: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// One graph file and the names of the tensors Glimpse feeds and reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphSpec {
+    pub path: PathBuf,
+    pub input: String,
+    pub output: String,
+}
+
+/// Everything needed to build a CLIP model from a directory.
+#[derive(Debug, Clone)]
+pub struct BundleSpec {
+    pub dir: PathBuf,
+    pub name: String,
+    pub vision: Option<GraphSpec>,
+    pub text: Option<GraphSpec>,
+    pub tokenizer: Option<TokenizerSource>,
+    pub preprocess: PreprocessConfig,
+    pub context_length: usize,
+    pub logit_scale: f32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    name: Option<String>,
+    vision: Option<ManifestGraph>,
+    text: Option<ManifestGraph>,
+    tokenizer: Option<String>,
+    context_length: Option<usize>,
+    image_size: Option<u32>,
+    mean: Option<[f32; 3]>,
+    std: Option<[f32; 3]>,
+    logit_scale: Option<f32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestGraph {
+    graph: String,
+    input: String,
+    output: String,
+}
+
+impl BundleSpec {
+    /// Reads the bundle in `dir`, picking the files `opts` asks for.
+    pub fn open(dir: &Path, opts: LoadOptions) -> Result<Self> {
+        let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+        if !meta.is_dir() {
+            return Err(Error::bundle(
+                dir,
+                "a model bundle is a directory, this is a file",
+            ));
+        }
+        let manifest = dir.join(MANIFEST);
+        let spec = if manifest.exists() {
+            Self::from_manifest(dir, &manifest, opts)?
+        } else {
+            Self::from_hf_layout(dir, opts)?
+        };
+        if opts.vision && spec.vision.is_none() {
+            return Err(Error::bundle(dir, "no image tower: expected onnx/vision_model.onnx or a `vision` entry in glimpse.json"));
+        }
+        if opts.text && spec.text.is_none() {
+            return Err(Error::bundle(
+                dir,
+                "no text tower: expected onnx/text_model.onnx or a `text` entry in glimpse.json",
+            ));
+        }
+        if opts.text && spec.tokenizer.is_none() {
+            return Err(Error::bundle(
+                dir,
+                "no tokenizer: expected tokenizer.json, vocab.json + merges.txt or bpe_simple_vocab_16e6.txt.gz",
+            ));
+        }
+        Ok(spec)
+    }
+
+    fn from_manifest(dir: &Path, path: &Path, opts: LoadOptions) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let m: Manifest = serde_json::from_str(&text)
+            .map_err(|e| Error::bundle(path, format!("invalid manifest: {e}")))?;
+        let graph = |g: Option<ManifestGraph>, wanted: bool| -> Result<Option<GraphSpec>> {
+            match g {
+                Some(g) if wanted => Ok(Some(GraphSpec {
+                    path: existing(dir, &g.graph)?,
+                    input: g.input,
+                    output: g.output,
+                })),
+                _ => Ok(None),
+            }
+        };
+        let image_size = m.image_size.unwrap_or(224);
+        let mut preprocess = PreprocessConfig::clip(image_size);
+        if let Some(mean) = m.mean {
+            preprocess.mean = mean;
+        }
+        if let Some(std) = m.std {
+            preprocess.std = std;
+        }
+        preprocess.validate().map_err(|r| Error::bundle(path, r))?;
+        let tokenizer = match (&m.tokenizer, opts.text) {
+            (Some(t), true) => Some(TokenizerSource::from_path(existing(dir, t)?)),
+            (None, true) => find_tokenizer(dir),
+            _ => None,
+        };
+        Ok(BundleSpec {
+            dir: dir.to_owned(),
+            name: m.name.unwrap_or_else(|| dir_name(dir)),
+            vision: graph(m.vision, opts.vision)?,
+            text: graph(m.text, opts.text)?,
+            tokenizer,
+            preprocess,
+            context_length: m.context_length.unwrap_or(DEFAULT_CONTEXT),
+            logit_scale: m.logit_scale.unwrap_or(DEFAULT_LOGIT_SCALE),
+        })
+    }
+
+    fn from_hf_layout(dir: &Path, opts: LoadOptions) -> Result<Self> {
+        let graph = |stem: &str, input: &str, output: &str, wanted: bool| {
+            if !wanted {
+                return None;
+            }
+            let names = if opts.quantized {
+                vec![format!("{stem}_quantized.onnx"), format!("{stem}.onnx")]
+            } else {
+                vec![format!("{stem}.onnx")]
+            };
+            names
+                .iter()
+                .flat_map(|n| [dir.join("onnx").join(n), dir.join(n)])
+                .find(|p| p.is_file())
+                .map(|path| GraphSpec {
+                    path,
+                    input: input.into(),
+                    output: output.into(),
+                })
+        };
+        let pre_path = dir.join("preprocessor_config.json");
+        let preprocess = if pre_path.is_file() {
+            let text = std::fs::read_to_string(&pre_path).map_err(|e| Error::io(&pre_path, e))?;
+            PreprocessConfig::from_hf_json(&text).map_err(|r| Error::bundle(&pre_path, r))?
+        } else if opts.vision {
+            return Err(Error::bundle(
+                dir,
+                "missing preprocessor_config.json (image size, mean and std)",
+            ));
+        } else {
+            PreprocessConfig::clip(224)
+        };
+        Ok(BundleSpec {
+            dir: dir.to_owned(),
+            name: dir_name(dir),
+            vision: graph("vision_model", "pixel_values", "image_embeds", opts.vision),
+            text: graph("text_model", "input_ids", "text_embeds", opts.text),
+            tokenizer: if opts.text { find_tokenizer(dir) } else { None },
+            preprocess,
+            context_length: hf_context_length(dir)?,
+            logit_scale: DEFAULT_LOGIT_SCALE,
+        })
+    }
+}
+
+/// `text_config.max_position_embeddings` from config.json, or CLIP's 77.
+fn hf_context_length(dir: &Path) -> Result<usize> {
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        return Ok(DEFAULT_CONTEXT);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::bundle(&path, format!("invalid JSON: {e}")))?;
+    Ok(v.pointer("/text_config/max_position_embeddings")
+        .and_then(|n| n.as_u64())
+        .map_or(DEFAULT_CONTEXT, |n| n as usize))
+}
+
+fn find_tokenizer(dir: &Path) -> Option<TokenizerSource> {
+    let json = dir.join("tokenizer.json");
+    let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+    let gz = dir.join("bpe_simple_vocab_16e6.txt.gz");
+    if json.is_file() {
+        Some(TokenizerSource::Json(json))
+    } else if vocab.is_file() && merges.is_file() {
+        Some(TokenizerSource::VocabMerges { vocab, merges })
+    } else if gz.is_file() {
+        Some(TokenizerSource::ClipBpe(gz))
+    } else {
+        None
+    }
+}
+
+fn existing(dir: &Path, rel: &str) -> Result<PathBuf> {
+    let p = dir.join(rel);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(Error::bundle(
+            &p,
+            format!("file named in {MANIFEST} does not exist"),
+        ))
+    }
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
+}

@@ -1,0 +1,130 @@
+//! A CLIP model: image and text towers that embed into one space.
+
+use std::path::Path;
+
+use image::RgbImage;
+
+use crate::bundle::{BundleSpec, LoadOptions};
+use crate::classify::{Prediction, ZeroShot, DEFAULT_TEMPLATES};
+use crate::decode::{decode, decode_file, ImageLimits};
+use crate::embedding::{similarity, Embedding};
+use crate::error::{Error, Result};
+use crate::text::TextTower;
+use crate::vision::VisionTower;
+
+/// A loaded CLIP bundle. `Send + Sync`: share one between threads.
+#[derive(Debug, Clone)]
+pub struct ClipModel {
+    name: String,
+    vision: Option<VisionTower>,
+    text: Option<TextTower>,
+    logit_scale: f32,
+    limits: ImageLimits,
+}
+
+impl ClipModel {
+    /// Loads both towers of the bundle in `dir`.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(dir, LoadOptions::default())
+    }
+
+    /// Loads the towers `opts` asks for.
+    pub fn load_with(dir: impl AsRef<Path>, opts: LoadOptions) -> Result<Self> {
+        let spec = BundleSpec::open(dir.as_ref(), opts)?;
+        let vision = match &spec.vision {
+            Some(g) => Some(VisionTower::load(g, spec.preprocess.clone())?),
+            None => None,
+        };
+        let text = match (&spec.text, &spec.tokenizer) {
+            (Some(g), Some(src)) => Some(TextTower::load(g, src, spec.context_length)?),
+            _ => None,
+        };
+        Ok(ClipModel {
+            name: spec.name,
+            vision,
+            text,
+            logit_scale: spec.logit_scale,
+            limits: ImageLimits::default(),
+        })
+    }
+
+    /// The bundle's name (manifest `name`, or its directory name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The factor applied to cosine similarities before a softmax.
+    pub fn logit_scale(&self) -> f32 {
+        self.logit_scale
+    }
+
+    /// Limits applied when this model decodes images.
+    pub fn set_image_limits(&mut self, limits: ImageLimits) {
+        self.limits = limits;
+    }
+
+    /// The image tower, if loaded.
+    pub fn vision(&self) -> Result<&VisionTower> {
+        self.vision.as_ref().ok_or(Error::TowerNotLoaded("image"))
+    }
+
+    /// The text tower, if loaded.
+    pub fn text(&self) -> Result<&TextTower> {
+        self.text.as_ref().ok_or(Error::TowerNotLoaded("text"))
+    }
+
+    /// Decodes an encoded image (JPEG, PNG, WebP) within this model's limits.
+    pub fn decode_image(&self, data: &[u8], name: &str) -> Result<RgbImage> {
+        decode(data, name, &self.limits)
+    }
+
+    /// Embeds decoded images.
+    pub fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<Embedding>> {
+        self.vision()?.embed(images)
+    }
+
+    /// Reads, decodes and embeds image files.
+    pub fn embed_image_files<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Vec<Embedding>> {
+        let vision = self.vision()?;
+        let images = paths
+            .iter()
+            .map(|p| decode_file(p.as_ref(), &self.limits))
+            .collect::<Result<Vec<_>>>()?;
+        vision.embed(&images)
+    }
+
+    /// Embeds already preprocessed CHW pixels, images back to back.
+    pub fn embed_pixels(&self, pixels: &[f32]) -> Result<Vec<Embedding>> {
+        self.vision()?.embed_pixels(pixels)
+    }
+
+    /// Embeds texts.
+    pub fn embed_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Embedding>> {
+        self.text()?.embed(texts)
+    }
+
+    /// CLIP's image-text logit: cosine similarity times the logit scale.
+    pub fn match_score(&self, image: &[f32], text: &[f32]) -> f32 {
+        similarity(image, text) * self.logit_scale
+    }
+
+    /// Prepares `labels` for zero-shot classification with the given prompt templates.
+    pub fn zero_shot<S: AsRef<str>, T: AsRef<str>>(
+        &self,
+        labels: &[S],
+        templates: &[T],
+    ) -> Result<ZeroShot> {
+        ZeroShot::new(self.text()?, labels, templates, self.logit_scale)
+    }
+
+    /// Classifies one image among `labels` with CLIP's default prompt ensemble.
+    pub fn classify<S: AsRef<str>>(
+        &self,
+        image: &RgbImage,
+        labels: &[S],
+    ) -> Result<Vec<Prediction>> {
+        let zs = self.zero_shot(labels, DEFAULT_TEMPLATES)?;
+        let emb = self.embed_images(std::slice::from_ref(image))?;
+        Ok(zs.classify(&emb[0]))
+    }
+}

@@ -1,0 +1,61 @@
+//! The one error type every public call returns.
+
+use std::path::{Path, PathBuf};
+
+/// What went wrong, with the file or input it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or directory could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory is not a usable model bundle (missing or malformed files).
+    #[error("{}: {reason}", path.display())]
+    Bundle { path: PathBuf, reason: String },
+    /// A graph file could not be parsed, typed or optimised.
+    #[error("{}: not a usable ONNX model: {reason}", path.display())]
+    Model { path: PathBuf, reason: String },
+    /// A graph lacks the input or output the bundle says it has, or has the wrong shape.
+    #[error("{}: {reason}", path.display())]
+    GraphInterface { path: PathBuf, reason: String },
+    /// An image could not be decoded or is outside the accepted sizes.
+    #[error("image {name}: {reason}")]
+    Image { name: String, reason: String },
+    /// A tokenizer file could not be loaded.
+    #[error("{}: not a usable tokenizer: {reason}", path.display())]
+    Tokenizer { path: PathBuf, reason: String },
+    /// The text input is unusable (empty, or tokenisation failed).
+    #[error("text: {0}")]
+    Text(String),
+    /// A call needs a tower the model was loaded without.
+    #[error("the {0} tower is not loaded (load the bundle with it to use this call)")]
+    TowerNotLoaded(&'static str),
+    /// An argument is out of its domain (empty label list, mismatched lengths...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The graph failed while running.
+    #[error("inference failed in the {tower} tower: {reason}")]
+    Inference { tower: &'static str, reason: String },
+}
+
+/// Shorthand for `Result<T, glimpse::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn bundle(path: &Path, reason: impl Into<String>) -> Self {
+        Error::Bundle {
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}

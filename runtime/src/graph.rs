@@ -1,0 +1,222 @@
+//! ONNX graphs: reading a file, checking its interface, optimising it into a tract
+//! plan with symbolic batch (and sequence) dimensions, and running it.
+
+use std::path::{Path, PathBuf};
+
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::onnx_ops::onnx;
+
+/// ONNX element types Glimpse feeds.
+pub(crate) const ONNX_FLOAT: i32 = 1;
+pub(crate) const ONNX_INT32: i32 = 6;
+pub(crate) const ONNX_INT64: i32 = 7;
+
+/// A graph input or output as the file declares it.
+#[derive(Debug, Clone)]
+pub(crate) struct Port {
+    pub name: String,
+    pub elem_type: i32,
+    /// Declared dimensions: `Some(n)` fixed, `None` symbolic or unknown.
+    pub dims: Vec<Option<i64>>,
+}
+
+/// A dimension of an input fact Glimpse sets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dim {
+    Fixed(usize),
+    Symbol(&'static str),
+}
+
+/// A parsed ONNX file whose interface can be inspected before optimising it.
+pub(crate) struct GraphFile {
+    path: PathBuf,
+    proto: pb::ModelProto,
+    pub inputs: Vec<Port>,
+    pub outputs: Vec<Port>,
+}
+
+/// An optimised, runnable graph. Cheap to share between threads: each run has its own state.
+#[derive(Debug, Clone)]
+pub(crate) struct Graph {
+    plan: Arc<TypedRunnableModel>,
+    tower: &'static str,
+}
+
+impl GraphFile {
+    /// Reads and decodes an ONNX protobuf.
+    pub fn read(path: &Path) -> Result<Self> {
+        let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let model_err = |reason: String| Error::Model {
+            path: path.to_owned(),
+            reason,
+        };
+        if data.is_empty() {
+            return Err(model_err("the file is empty".into()));
+        }
+        let proto = onnx()
+            .proto_model_for_read(&mut data.as_slice())
+            .map_err(|e| {
+                model_err(format!(
+                    "not an ONNX protobuf (truncated or another format?): {e:#}"
+                ))
+            })?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| model_err("the file holds no graph".into()))?;
+        let initializers: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs = graph
+            .input
+            .iter()
+            .filter(|i| !initializers.contains(i.name.as_str()))
+            .map(port)
+            .collect();
+        let outputs = graph.output.iter().map(port).collect();
+        Ok(GraphFile {
+            path: path.to_owned(),
+            proto,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// The declared input `name`, or an error naming the inputs the graph has.
+    pub fn input(&self, name: &str) -> Result<&Port> {
+        self.inputs
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| self.missing("input", name, &self.inputs))
+    }
+
+    /// Checks the graph declares output `name`.
+    pub fn require_output(&self, name: &str) -> Result<()> {
+        match self.outputs.iter().any(|p| p.name == name) {
+            true => Ok(()),
+            false => Err(self.missing("output", name, &self.outputs)),
+        }
+    }
+
+    pub fn interface_error(&self, reason: String) -> Error {
+        Error::GraphInterface {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    fn missing(&self, kind: &str, name: &str, have: &[Port]) -> Error {
+        let names: Vec<&str> = have.iter().map(|p| p.name.as_str()).collect();
+        self.interface_error(format!(
+            "the graph has no {kind} named `{name}` (its {kind}s: {})",
+            names.join(", ")
+        ))
+    }
+
+    /// Optimises the graph for the given input facts, keeping only `output`.
+    pub fn build(
+        &self,
+        tower: &'static str,
+        facts: &[(String, DatumType, Vec<Dim>)],
+        output: &str,
+    ) -> Result<Graph> {
+        let path = &self.path;
+        let fail = |e: TractError| Error::Model {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let dir = path.parent().and_then(|d| d.to_str());
+        let mut model = onnx().parse(&self.proto, dir).map_err(fail)?.model;
+        for (ix, outlet) in model
+            .input_outlets()
+            .map_err(fail)?
+            .to_vec()
+            .into_iter()
+            .enumerate()
+        {
+            let name = model.node(outlet.node).name.clone();
+            let (_, dt, dims) = facts.iter().find(|(n, _, _)| *n == name).ok_or_else(|| {
+                Error::GraphInterface {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "the graph has an input `{name}` that Glimpse does not know how to feed"
+                    ),
+                }
+            })?;
+            let shape: TVec<TDim> = dims
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => TDim::from(*n),
+                    Dim::Symbol(s) => model.symbols.sym(s).into(),
+                })
+                .collect();
+            model
+                .set_input_fact(ix, InferenceFact::dt_shape(*dt, shape))
+                .map_err(fail)?;
+        }
+        model.select_outputs_by_name([output]).map_err(fail)?;
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(fail)?;
+        Ok(Graph { plan, tower })
+    }
+}
+
+impl Graph {
+    /// Runs the graph; returns its single output.
+    pub fn run(&self, inputs: TVec<TValue>) -> Result<Tensor> {
+        let mut out = self.plan.run(inputs).map_err(|e| Error::Inference {
+            tower: self.tower,
+            reason: format!("{e:#}"),
+        })?;
+        Ok(out.remove(0).into_tensor())
+    }
+
+    /// Runs and reads a `[n, d]` f32 output as `n` rows.
+    pub fn run_rows(&self, inputs: TVec<TValue>, n: usize) -> Result<Vec<Vec<f32>>> {
+        let out = self.run(inputs)?;
+        let bad = |why: String| Error::Inference {
+            tower: self.tower,
+            reason: why,
+        };
+        let view = out
+            .to_plain_array_view::<f32>()
+            .map_err(|e| bad(format!("output is not f32: {e:#}")))?;
+        match view.shape() {
+            [rows, _] if *rows == n => Ok(view
+                .outer_iter()
+                .map(|r| r.iter().copied().collect())
+                .collect()),
+            s => Err(bad(format!(
+                "expected an output of shape [{n}, d], got {s:?}"
+            ))),
+        }
+    }
+}
+
+fn port(v: &pb::ValueInfoProto) -> Port {
+    use pb::tensor_shape_proto::dimension::Value;
+    let (elem_type, dims) = match &v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(pb::type_proto::Value::TensorType(t)) => (
+            t.elem_type,
+            t.shape.as_ref().map_or_else(Vec::new, |s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(Value::DimValue(n)) if n > 0 => Some(n),
+                        _ => None,
+                    })
+                    .collect()
+            }),
+        ),
+        None => (0, vec![]),
+    };
+    Port {
+        name: v.name.clone(),
+        elem_type,
+        dims,
+    }
+}

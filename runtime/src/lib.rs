@@ -1,0 +1,34 @@
+//! Glimpse: CLIP and vision-language models on the device, through tract.
+//!
+//! ```no_run
+//! let model = glimpse::ClipModel::load("fixtures/clip-vit-tiny")?;
+//! let cat = model.embed_image_files(&["cat.jpg"])?;
+//! let text = model.embed_texts(&["a photo of a cat"])?;
+//! println!("{}", glimpse::similarity(&cat[0], &text[0]));
+//! # Ok::<(), glimpse::Error>(())
+//! ```
+//!
+//! Pipeline stages, one per module: [`bundle`] (find files) → [`decode`] (image bytes to
+//! RGB) → [`preprocess`] (resize, crop, normalise) → [`vision`] / [`tokenize`] → [`text`]
+//! (graphs) → [`classify`] (zero-shot).
+
+pub mod bundle;
+pub mod classify;
+mod clip;
+pub mod decode;
+mod embedding;
+pub mod error;
+mod graph;
+mod onnx_ops;
+pub mod preprocess;
+pub mod text;
+pub mod tokenize;
+pub mod vision;
+
+pub use bundle::LoadOptions;
+pub use classify::{Prediction, ZeroShot, DEFAULT_TEMPLATES};
+pub use clip::ClipModel;
+pub use decode::ImageLimits;
+pub use embedding::{normalize, similarity, Embedding};
+pub use error::{Error, Result};
+pub use image::RgbImage;

@@ -1,0 +1,134 @@
+//! The image tower: preprocessed pixels in, L2-normalised embeddings out.
+
+use image::RgbImage;
+use tract_onnx::prelude::*;
+
+use crate::bundle::GraphSpec;
+use crate::embedding::{normalize_rows, Embedding};
+use crate::error::{Error, Result};
+use crate::graph::{Dim, Graph, GraphFile, ONNX_FLOAT};
+use crate::preprocess::PreprocessConfig;
+
+/// Images per graph run: bounds the activation memory of large batches.
+const MAX_BATCH: usize = 16;
+
+/// A loaded image tower with its preprocessing.
+#[derive(Debug, Clone)]
+pub struct VisionTower {
+    graph: Graph,
+    preprocess: PreprocessConfig,
+    /// Images per run, and whether the graph demands exactly that many.
+    batch: usize,
+    fixed_batch: bool,
+}
+
+impl VisionTower {
+    pub(crate) fn load(spec: &GraphSpec, preprocess: PreprocessConfig) -> Result<Self> {
+        let file = GraphFile::read(&spec.path)?;
+        let port = file.input(&spec.input)?.clone();
+        file.require_output(&spec.output)?;
+        let (w, h) = preprocess.output_size();
+        if port.elem_type != ONNX_FLOAT {
+            return Err(file.interface_error(format!("input `{}` is not float32", port.name)));
+        }
+        let wanted = [None, Some(3), Some(h as i64), Some(w as i64)];
+        let fits = port.dims.is_empty()
+            || (port.dims.len() == 4
+                && port
+                    .dims
+                    .iter()
+                    .zip(wanted)
+                    .skip(1)
+                    .all(|(d, w)| d.is_none() || *d == w));
+        if !fits {
+            return Err(file.interface_error(format!(
+                "input `{}` has shape {:?}; the preprocessing config gives [batch, 3, {h}, {w}]",
+                port.name, port.dims
+            )));
+        }
+        // A graph exported with a fixed batch size runs that many images at a time.
+        let fixed_batch = port.dims.first().copied().flatten().map(|n| n as usize);
+        let batch_dim = fixed_batch.map_or(Dim::Symbol("batch"), Dim::Fixed);
+        let dims = vec![
+            batch_dim,
+            Dim::Fixed(3),
+            Dim::Fixed(h as usize),
+            Dim::Fixed(w as usize),
+        ];
+        let graph = file.build(
+            "image",
+            &[(spec.input.clone(), f32::datum_type(), dims)],
+            &spec.output,
+        )?;
+        Ok(VisionTower {
+            graph,
+            preprocess,
+            batch: fixed_batch.unwrap_or(MAX_BATCH),
+            fixed_batch: fixed_batch.is_some(),
+        })
+    }
+
+    /// The preprocessing this tower's inputs need.
+    pub fn preprocess_config(&self) -> &PreprocessConfig {
+        &self.preprocess
+    }
+
+    /// Embeds decoded RGB images.
+    pub fn embed(&self, images: &[RgbImage]) -> Result<Vec<Embedding>> {
+        let mut out = Vec::with_capacity(images.len());
+        let mut pixels = Vec::new();
+        for chunk in images.chunks(self.batch) {
+            pixels.clear();
+            for img in chunk {
+                self.preprocess
+                    .run(img, &mut pixels)
+                    .map_err(|reason| Error::Image {
+                        name: "(decoded)".into(),
+                        reason,
+                    })?;
+            }
+            out.extend(self.embed_pixels(&pixels)?);
+        }
+        Ok(out)
+    }
+
+    /// Embeds already preprocessed CHW pixels (any number of images, back to back).
+    pub fn embed_pixels(&self, pixels: &[f32]) -> Result<Vec<Embedding>> {
+        let (w, h) = self.preprocess.output_size();
+        let per = 3 * w as usize * h as usize;
+        if pixels.is_empty() || pixels.len() % per != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{} pixel values is not a whole number of 3x{h}x{w} images",
+                pixels.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(pixels.len() / per);
+        for chunk in pixels.chunks(per * self.batch) {
+            let n = chunk.len() / per;
+            let (chunk, n_run) = self.pad_batch(chunk, n, per);
+            let shape = [n_run, 3, h as usize, w as usize];
+            let tensor = Tensor::from_shape(&shape, &chunk)
+                .map_err(|e| Error::InvalidArgument(format!("{e:#}")))?;
+            let mut rows = self.graph.run_rows(tvec!(tensor.into()), n_run)?;
+            rows.truncate(n);
+            out.extend(rows);
+        }
+        normalize_rows(&mut out);
+        Ok(out)
+    }
+
+    /// Pads a short last chunk to a graph's fixed batch size with zero images.
+    fn pad_batch<'a>(
+        &self,
+        chunk: &'a [f32],
+        n: usize,
+        per: usize,
+    ) -> (std::borrow::Cow<'a, [f32]>, usize) {
+        if !self.fixed_batch || n == self.batch {
+            return (chunk.into(), n);
+        }
+        let mut padded = chunk.to_vec();
+        padded.resize(per * self.batch, 0.0);
+        (padded.into(), self.batch)
+    }
+}

@@ -1,0 +1,89 @@
+//! Helpers shared by the test files: fixture paths and reference outputs made by
+//! `tools/make_fixtures.py` (PyTorch and ONNX Runtime).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The repository's `fixtures/` directory.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// Reference outputs of one bundle (`reference.json`).
+#[derive(Deserialize)]
+pub struct Reference {
+    pub images: Vec<String>,
+    pub pixels: String,
+    pub image_embeds: Vec<Vec<f32>>,
+    pub texts: Vec<String>,
+    pub input_ids: Vec<Vec<u32>>,
+    pub text_embeds: Vec<Vec<f32>>,
+    pub logit_scale: f32,
+    pub probs: Vec<Vec<f32>>,
+}
+
+impl Reference {
+    pub fn load(bundle: &Path) -> Reference {
+        let text = std::fs::read_to_string(bundle.join("reference.json")).expect("reference.json");
+        serde_json::from_str(&text).expect("valid reference.json")
+    }
+
+    /// The reference's preprocessed pixels, flattened (N×3×H×W).
+    pub fn pixels(&self, bundle: &Path) -> Vec<f32> {
+        read_npy_f32(&bundle.join(&self.pixels))
+    }
+
+    /// Paths of the sample images the reference embeds.
+    pub fn image_paths(&self) -> Vec<PathBuf> {
+        self.images
+            .iter()
+            .map(|n| fixtures().join("images").join(n))
+            .collect()
+    }
+}
+
+/// Reads a float32 `.npy` file, flattened in C order.
+pub fn read_npy_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let npy = npyz::NpyFile::new(&bytes[..]).expect("npy header");
+    npy.into_vec::<f32>().expect("f32 npy data")
+}
+
+/// Cosine similarity in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "vector lengths differ");
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// The smallest row-wise cosine between two sets of vectors.
+pub fn min_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    assert_eq!(a.len(), b.len(), "row counts differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| cosine(x, y))
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Copies a fixture bundle into a temp dir, for tests that alter it.
+pub fn copy_bundle(name: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join(name), tmp.path());
+    tmp
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}

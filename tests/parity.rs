@@ -1,0 +1,176 @@
+//! Embeddings match PyTorch / ONNX Runtime on seeded models of CLIP's real
+//! architectures (references from tools/make_fixtures.py).
+
+use std::path::{Path, PathBuf};
+
+use glimpse::ClipModel;
+use glimpse_tests::{copy_bundle, fixtures, min_cosine, Reference};
+
+/// fp32 parity bound on graph outputs fed identical inputs.
+const GRAPH_COSINE: f64 = 0.9999;
+/// End to end from image files: bounded by the preprocessing difference to PIL.
+const FILE_COSINE: f64 = 0.999;
+
+fn check_bundle(dir: &Path) {
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let r = Reference::load(dir);
+    let model = ClipModel::load(dir).unwrap();
+
+    let images = model.embed_pixels(&r.pixels(dir)).unwrap();
+    let cos = min_cosine(&images, &r.image_embeds);
+    eprintln!("{name}: image embeddings from reference pixels: min cosine {cos:.7}");
+    assert!(cos >= GRAPH_COSINE, "{name}: image cosine {cos}");
+
+    let tok = model.text().unwrap().tokenizer();
+    for (t, ids) in r.texts.iter().zip(&r.input_ids) {
+        assert_eq!(&tok.encode(t).unwrap(), ids, "{name}: ids of {t:?}");
+    }
+    let texts = model.embed_texts(&r.texts).unwrap();
+    let cos = min_cosine(&texts, &r.text_embeds);
+    eprintln!("{name}: text embeddings: min cosine {cos:.7}");
+    assert!(cos >= GRAPH_COSINE, "{name}: text cosine {cos}");
+
+    // Softmax over the probe texts at the logit scale, as CLIP scores image-text pairs.
+    assert_eq!(model.logit_scale(), r.logit_scale);
+    for (img, want) in images.iter().zip(&r.probs) {
+        let logits: Vec<f32> = texts.iter().map(|t| model.match_score(img, t)).collect();
+        let max = logits.iter().cloned().fold(f32::MIN, f32::max);
+        let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+        for (l, w) in logits.iter().zip(want) {
+            let p = (l - max).exp() / sum;
+            assert!(
+                (p - w).abs() < 2e-3,
+                "{name}: probability {p} vs reference {w}"
+            );
+        }
+    }
+
+    let from_files = model.embed_image_files(&r.image_paths()).unwrap();
+    let cos = min_cosine(&from_files, &r.image_embeds);
+    eprintln!("{name}: image embeddings end to end from files: min cosine {cos:.7}");
+    assert!(cos >= FILE_COSINE, "{name}: end-to-end image cosine {cos}");
+}
+
+#[test]
+fn vit_tower_matches_onnx_runtime() {
+    check_bundle(&fixtures().join("clip-vit-tiny"));
+}
+
+#[test]
+fn resnet_attention_pool_tower_matches_onnx_runtime() {
+    check_bundle(&fixtures().join("clip-rn-tiny"));
+}
+
+/// The full ViT-B/32 shape, generated on demand (not committed):
+/// `python tools/make_fixtures.py vit-b32 models/clip-vit-b32-random`.
+#[test]
+fn vit_b32_full_size_matches_onnx_runtime() {
+    let dir = std::env::var_os("GLIMPSE_VIT_B32")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| fixtures().join("../models/clip-vit-b32-random"));
+    if !dir.join("reference.json").exists() {
+        eprintln!(
+            "SKIPPED: no full-size ViT-B/32 at {}; make it with \
+             `python tools/make_fixtures.py vit-b32 models/clip-vit-b32-random`",
+            dir.display()
+        );
+        return;
+    }
+    check_bundle(&dir);
+}
+
+#[test]
+fn batched_and_single_embeddings_agree() {
+    let dir = fixtures().join("clip-vit-tiny");
+    let model = ClipModel::load(&dir).unwrap();
+    let r = Reference::load(&dir);
+    let batch = model.embed_image_files(&r.image_paths()).unwrap();
+    for (path, b) in r.image_paths().iter().zip(&batch) {
+        let one = model.embed_image_files(&[path]).unwrap();
+        assert!(min_cosine(&one, std::slice::from_ref(b)) > 0.99999);
+    }
+    let texts = model.embed_texts(&r.texts).unwrap();
+    for (t, b) in r.texts.iter().zip(&texts) {
+        let one = model.embed_texts(&[t]).unwrap();
+        assert!(
+            min_cosine(&one, std::slice::from_ref(b)) > 0.99999,
+            "{t:?} alone vs in a padded batch"
+        );
+    }
+}
+
+#[test]
+fn towers_load_independently() {
+    let dir = fixtures().join("clip-vit-tiny");
+    let text_only = ClipModel::load_with(&dir, glimpse::LoadOptions::text_only()).unwrap();
+    assert!(matches!(
+        text_only.vision(),
+        Err(glimpse::Error::TowerNotLoaded("image"))
+    ));
+    let full = ClipModel::load(&dir).unwrap();
+    let q = "a photo of a cat";
+    let a = text_only.embed_texts(&[q]).unwrap();
+    let b = full.embed_texts(&[q]).unwrap();
+    assert_eq!(a, b);
+    let vision_only = ClipModel::load_with(&dir, glimpse::LoadOptions::vision_only()).unwrap();
+    assert!(matches!(
+        vision_only.embed_texts(&[q]),
+        Err(glimpse::Error::TowerNotLoaded("text"))
+    ));
+}
+
+#[test]
+fn zero_shot_ranks_by_ensembled_text_embeddings() {
+    let dir = fixtures().join("clip-rn-tiny");
+    let model = ClipModel::load(&dir).unwrap();
+    let labels = ["cat", "dog", "car"];
+    let templates = ["a photo of a {}.", "a drawing of a {}."];
+    let zs = model.zero_shot(&labels, &templates).unwrap();
+    let img = model
+        .embed_image_files(&[fixtures().join("images/franz-kafka.jpg")])
+        .unwrap();
+    let preds = zs.classify(&img[0]);
+    // Independent computation: mean of normalised template embeddings, renormalised.
+    let mut expected = Vec::new();
+    for l in labels {
+        let rows = model
+            .embed_texts(&templates.map(|t| t.replace("{}", l)))
+            .unwrap();
+        let mut m: Vec<f32> = (0..rows[0].len())
+            .map(|i| rows.iter().map(|r| r[i]).sum())
+            .collect();
+        glimpse::normalize(&mut m);
+        expected.push((l, glimpse::similarity(&img[0], &m)));
+    }
+    let total: f32 = expected
+        .iter()
+        .map(|(_, s)| (s * model.logit_scale()).exp())
+        .sum();
+    for p in &preds {
+        let (_, s) = expected.iter().find(|(l, _)| *l == p.label).unwrap();
+        assert!((p.similarity - s).abs() < 1e-5);
+        assert!((p.probability - (s * model.logit_scale()).exp() / total).abs() < 1e-4);
+    }
+    assert!(preds
+        .windows(2)
+        .all(|w| w[0].probability >= w[1].probability));
+    assert!((preds.iter().map(|p| p.probability).sum::<f32>() - 1.0).abs() < 1e-5);
+}
+
+/// Exporters that give the text tower an `attention_mask` input (transformers 5 builds its
+/// mask arithmetic from it) must give the same embeddings.
+#[test]
+fn text_graph_with_attention_mask_matches_onnx_runtime() {
+    let b = copy_bundle("clip-vit-tiny");
+    std::fs::rename(
+        b.path().join("text_model_with_mask.onnx"),
+        b.path().join("onnx/text_model.onnx"),
+    )
+    .unwrap();
+    let r = Reference::load(b.path());
+    let model = ClipModel::load_with(b.path(), glimpse::LoadOptions::text_only()).unwrap();
+    let texts = model.embed_texts(&r.texts).unwrap();
+    let cos = min_cosine(&texts, &r.text_embeds);
+    eprintln!("clip-vit-tiny, text graph with attention_mask: min cosine {cos:.7}");
+    assert!(cos >= GRAPH_COSINE, "cosine {cos}");
+}
