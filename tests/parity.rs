@@ -18,7 +18,7 @@ fn check_bundle(dir: &Path) {
 
     let images = model.embed_pixels(&r.pixels(dir)).unwrap();
     let cos = min_cosine(&images, &r.image_embeds);
-    eprintln!("{name}: image embeddings from reference pixels: min cosine {cos:.7}");
+    eprintln!("{name}: image embeddings from reference pixels: min cosine {cos:.8}");
     assert!(cos >= GRAPH_COSINE, "{name}: image cosine {cos}");
 
     let tok = model.text().unwrap().tokenizer();
@@ -27,7 +27,7 @@ fn check_bundle(dir: &Path) {
     }
     let texts = model.embed_texts(&r.texts).unwrap();
     let cos = min_cosine(&texts, &r.text_embeds);
-    eprintln!("{name}: text embeddings: min cosine {cos:.7}");
+    eprintln!("{name}: text embeddings: min cosine {cos:.8}");
     assert!(cos >= GRAPH_COSINE, "{name}: text cosine {cos}");
 
     // Softmax over the probe texts at the logit scale, as CLIP scores image-text pairs.
@@ -47,7 +47,7 @@ fn check_bundle(dir: &Path) {
 
     let from_files = model.embed_image_files(&r.image_paths()).unwrap();
     let cos = min_cosine(&from_files, &r.image_embeds);
-    eprintln!("{name}: image embeddings end to end from files: min cosine {cos:.7}");
+    eprintln!("{name}: image embeddings end to end from files: min cosine {cos:.8}");
     assert!(cos >= FILE_COSINE, "{name}: end-to-end image cosine {cos}");
 }
 
@@ -171,6 +171,6 @@ fn text_graph_with_attention_mask_matches_onnx_runtime() {
     let model = ClipModel::load_with(b.path(), glimpse::LoadOptions::text_only()).unwrap();
     let texts = model.embed_texts(&r.texts).unwrap();
     let cos = min_cosine(&texts, &r.text_embeds);
-    eprintln!("clip-vit-tiny, text graph with attention_mask: min cosine {cos:.7}");
+    eprintln!("clip-vit-tiny, text graph with attention_mask: min cosine {cos:.8}");
     assert!(cos >= GRAPH_COSINE, "cosine {cos}");
 }

@@ -96,6 +96,14 @@ fn exif_orientation_is_applied() {
 }
 
 #[test]
+fn webp_decodes_like_png() {
+    let limits = ImageLimits::default();
+    let png = decode_file(&fixtures().join("images/gradient.png"), &limits).unwrap();
+    let webp = decode_file(&fixtures().join("images/gradient.webp"), &limits).unwrap();
+    assert_eq!(png, webp, "lossless WebP holds the same pixels");
+}
+
+#[test]
 fn hf_preprocessor_config_is_read() {
     let text =
         std::fs::read_to_string(fixtures().join("clip-vit-tiny/preprocessor_config.json")).unwrap();

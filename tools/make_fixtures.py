@@ -167,6 +167,7 @@ def sample_images():
     yy, xx = np.mgrid[0:180, 0:300]
     grad = np.stack([xx * 255 // 299, yy * 255 // 179, (xx + yy) * 255 // 478], -1).astype(np.uint8)
     Image.fromarray(grad).save(SAMPLES / "gradient.png")
+    Image.fromarray(grad).save(SAMPLES / "gradient.webp", lossless=True)
     Image.fromarray(rng.randint(0, 256, size=(97, 131, 3), dtype=np.uint8)).save(SAMPLES / "noise.png")
     # The same gradient stored sideways, with EXIF orientation 6 saying "rotate 90° clockwise".
     exif = Image.Exif()

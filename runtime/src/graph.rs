@@ -137,14 +137,16 @@ impl GraphFile {
             .enumerate()
         {
             let name = model.node(outlet.node).name.clone();
-            let (_, dt, dims) = facts.iter().find(|(n, _, _)| *n == name).ok_or_else(|| {
-                Error::GraphInterface {
-                    path: path.to_owned(),
-                    reason: format!(
+            let (_, dt, dims) =
+                facts
+                    .iter()
+                    .find(|(n, _, _)| *n == name)
+                    .ok_or_else(|| Error::GraphInterface {
+                        path: path.to_owned(),
+                        reason: format!(
                         "the graph has an input `{name}` that Glimpse does not know how to feed"
                     ),
-                }
-            })?;
+                    })?;
             let shape: TVec<TDim> = dims
                 .iter()
                 .map(|d| match d {

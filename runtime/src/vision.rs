@@ -96,7 +96,7 @@ impl VisionTower {
     pub fn embed_pixels(&self, pixels: &[f32]) -> Result<Vec<Embedding>> {
         let (w, h) = self.preprocess.output_size();
         let per = 3 * w as usize * h as usize;
-        if pixels.is_empty() || pixels.len() % per != 0 {
+        if pixels.is_empty() || !pixels.len().is_multiple_of(per) {
             return Err(Error::InvalidArgument(format!(
                 "{} pixel values is not a whole number of 3x{h}x{w} images",
                 pixels.len()

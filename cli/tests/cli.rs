@@ -1,0 +1,175 @@
+//! The `glimpse` binary end to end: its outputs agree with the library's and errors
+//! reach the user as one readable line and a failing exit code.
+
+use std::process::{Command, Output};
+
+use glimpse::ClipModel;
+use glimpse_tests::fixtures;
+use serde_json::Value;
+
+fn glimpse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_glimpse"))
+        .args(args)
+        .env_remove("GLIMPSE_MODEL")
+        .output()
+        .unwrap()
+}
+
+fn json(args: &[&str]) -> Value {
+    let out = glimpse(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn path(rel: &str) -> String {
+    fixtures().join(rel).display().to_string()
+}
+
+#[test]
+fn classify_json_matches_the_library() {
+    let model = path("clip-vit-tiny");
+    let image = path("images/franz-kafka.jpg");
+    let v = json(&[
+        "classify",
+        &image,
+        "--labels",
+        "a man,a cat,a car",
+        "--model",
+        &model,
+        "--json",
+    ]);
+    let preds = v["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), 3);
+
+    let lib = ClipModel::load(&model).unwrap();
+    let img = lib.embed_image_files(&[&image]).unwrap();
+    let want = lib
+        .zero_shot(&["a man", "a cat", "a car"], glimpse::DEFAULT_TEMPLATES)
+        .unwrap()
+        .classify(&img[0]);
+    for (p, w) in preds.iter().zip(&want) {
+        assert_eq!(p["label"], w.label.as_str());
+        assert!((p["probability"].as_f64().unwrap() - w.probability as f64).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn classify_text_output_is_readable() {
+    let out = glimpse(&[
+        "classify",
+        &path("images/gradient.png"),
+        "--labels",
+        "red,green",
+        "--template",
+        "a {} gradient",
+        "--model",
+        &path("clip-rn-tiny"),
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("gradient.png (model: tiny-rn-clip-random)"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains('%')).count(),
+        2,
+        "{text}"
+    );
+}
+
+#[test]
+fn similarity_and_embed_agree() {
+    let model = path("clip-vit-tiny");
+    let image = path("images/noise.png");
+    let s = json(&[
+        "similarity",
+        &image,
+        "a photo of a cat",
+        "--model",
+        &model,
+        "--json",
+    ]);
+    let e = json(&[
+        "embed",
+        &image,
+        "--text",
+        "a photo of a cat",
+        "--model",
+        &model,
+        "--json",
+    ]);
+    let rows = e["embeddings"].as_array().unwrap();
+    let vec = |i: usize| -> Vec<f32> {
+        rows[i]["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let cos = glimpse::similarity(&vec(0), &vec(1));
+    assert!((s["cosine"].as_f64().unwrap() - cos as f64).abs() < 1e-5);
+    assert!((s["logit"].as_f64().unwrap() - 100.0 * cos as f64).abs() < 1e-3);
+}
+
+#[test]
+fn model_from_environment() {
+    let out = Command::new(env!("CARGO_BIN_EXE_glimpse"))
+        .args(["embed", "--text", "hello"])
+        .env("GLIMPSE_MODEL", path("clip-vit-tiny"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8(out.stdout).unwrap().contains("16 dims"));
+}
+
+#[test]
+fn errors_are_one_line_and_fail() {
+    let out = glimpse(&[
+        "classify",
+        &path("images/franz-kafka.jpg"),
+        "--labels",
+        "a,b",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no model"));
+
+    let out = glimpse(&[
+        "classify",
+        "/nonexistent.jpg",
+        "--labels",
+        "a,b",
+        "--model",
+        &path("clip-vit-tiny"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("/nonexistent.jpg"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    let out = glimpse(&["embed", "--text", "   ", "--model", &path("clip-vit-tiny")]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn help_explains_the_model_argument() {
+    let out = glimpse(&["--help"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("vision_model.onnx")
+            && text.contains("glimpse.json")
+            && text.contains("GLIMPSE_MODEL")
+    );
+}
