@@ -174,3 +174,16 @@ fn text_graph_with_attention_mask_matches_onnx_runtime() {
     eprintln!("clip-vit-tiny, text graph with attention_mask: min cosine {cos:.8}");
     assert!(cos >= GRAPH_COSINE, "cosine {cos}");
 }
+
+#[test]
+fn model_is_shareable_between_threads() {
+    fn shareable<T: Send + Sync + Clone>() {}
+    shareable::<ClipModel>();
+    let model = ClipModel::load(fixtures().join("clip-vit-tiny")).unwrap();
+    let want = model.embed_texts(&["a photo of a cat"]).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| assert_eq!(model.embed_texts(&["a photo of a cat"]).unwrap(), want));
+        }
+    });
+}

@@ -1,7 +1,7 @@
 //! `glimpse`: CLIP embeddings, zero-shot classification and image-text similarity
 //! from the command line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -127,7 +127,7 @@ fn run(cli: &Cli) -> glimpse::Result<()> {
                     json!({"model": model.name(), "image": image, "predictions": preds.iter().map(|p| json!({"label": p.label, "probability": p.probability, "similarity": p.similarity})).collect::<Vec<_>>()})
                 );
             } else {
-                println!("{} (model: {})", display(image), model.name());
+                println!("{} (model: {})", image.display(), model.name());
                 for p in preds.iter().take(*top) {
                     println!(
                         "  {:>6.2}%  {}  (cosine {:+.3})",
@@ -152,14 +152,10 @@ fn run(cli: &Cli) -> glimpse::Result<()> {
             } else {
                 println!(
                     "{} ~ {text:?}: cosine {cosine:+.4}, logit {logit:.2}",
-                    display(image)
+                    image.display()
                 );
             }
         }
     }
     Ok(())
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
 }

@@ -15,6 +15,8 @@ pub const MANIFEST: &str = "glimpse.json";
 /// exports do not carry it, so bundles without a manifest use this.
 pub const DEFAULT_LOGIT_SCALE: f32 = 100.0;
 const DEFAULT_CONTEXT: usize = 77;
+/// transformers.js names a graph's int8 version `<graph>_quantized.onnx`.
+const QUANTIZED_SUFFIX: &str = "_quantized";
 
 /// Which files of a bundle to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +25,7 @@ pub struct LoadOptions {
     pub vision: bool,
     /// Load the text tower (and the tokenizer).
     pub text: bool,
-    /// Prefer `*_quantized.onnx` graphs in an HF layout.
+    /// Prefer the int8 `<graph>_quantized.onnx` beside each graph, where there is one.
     pub quantized: bool,
 }
 
@@ -138,11 +140,21 @@ impl BundleSpec {
             .map_err(|e| Error::bundle(path, format!("invalid manifest: {e}")))?;
         let graph = |g: Option<ManifestGraph>, wanted: bool| -> Result<Option<GraphSpec>> {
             match g {
-                Some(g) if wanted => Ok(Some(GraphSpec {
-                    path: existing(dir, &g.graph)?,
-                    input: g.input,
-                    output: g.output,
-                })),
+                Some(g) if wanted => {
+                    let path = existing(dir, &g.graph)?;
+                    let quantized =
+                        path.with_file_name(format!("{}{QUANTIZED_SUFFIX}.onnx", stem(&path)));
+                    let path = if opts.quantized && quantized.is_file() {
+                        quantized
+                    } else {
+                        path
+                    };
+                    Ok(Some(GraphSpec {
+                        path,
+                        input: g.input,
+                        output: g.output,
+                    }))
+                }
                 _ => Ok(None),
             }
         };
@@ -178,7 +190,10 @@ impl BundleSpec {
                 return None;
             }
             let names = if opts.quantized {
-                vec![format!("{stem}_quantized.onnx"), format!("{stem}.onnx")]
+                vec![
+                    format!("{stem}{QUANTIZED_SUFFIX}.onnx"),
+                    format!("{stem}.onnx"),
+                ]
             } else {
                 vec![format!("{stem}.onnx")]
             };
@@ -256,6 +271,11 @@ fn existing(dir: &Path, rel: &str) -> Result<PathBuf> {
             format!("file named in {MANIFEST} does not exist"),
         ))
     }
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
 }
 
 fn dir_name(dir: &Path) -> String {

@@ -56,13 +56,15 @@ impl GraphFile {
         if data.is_empty() {
             return Err(model_err("the file is empty".into()));
         }
-        let proto = onnx()
+        let mut proto = onnx()
             .proto_model_for_read(&mut data.as_slice())
             .map_err(|e| {
                 model_err(format!(
                     "not an ONNX protobuf (truncated or another format?): {e:#}"
                 ))
             })?;
+        let dir = path.parent().and_then(|d| d.to_str());
+        crate::qdq::fold_per_channel(&mut proto, dir).map_err(model_err)?;
         let graph = proto
             .graph
             .as_ref()

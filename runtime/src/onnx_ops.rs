@@ -11,9 +11,11 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
-/// tract's ONNX front end with Glimpse's operators registered over its own.
+/// tract's ONNX front end with Glimpse's operators registered over its own. Intermediate
+/// `value_info` shapes are ignored: quantisers write their own symbol names there
+/// (`batch_size`), which then cannot unify with the input facts Glimpse sets.
 pub(crate) fn onnx() -> tract_onnx::Onnx {
-    let mut onnx = tract_onnx::onnx();
+    let mut onnx = tract_onnx::onnx().with_ignore_value_info(true);
     register(&mut onnx.op_register);
     onnx
 }
