@@ -251,6 +251,51 @@ def save_reference(out, images, pixels, image_embeds, ids, text_embeds):
     (out / "reference.json").write_text(json.dumps(ref, indent=1, ensure_ascii=False))
 
 
+# ---------------------------------------------------------------- quantised variants
+def per_channel_weight_qdq(bundle):
+    """`onnx/vision_model_qdq_per_channel.onnx`: int8 weights with per-channel DequantizeLinear
+    (ORT's QDQ format, axis 0/1) and float activations, plus its ONNX Runtime outputs: a
+    model read per tensor (scale[0] for every channel) would miss them by far."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    src, tmp = bundle / "onnx" / "vision_model.onnx", bundle / "_qdq.onnx"
+    pixels = np.load(bundle / "reference_pixels.npy")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"pixel_values": pixels[i : i + 1]} for i in range(len(pixels))])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Conv"])
+    m = onnx.load(str(tmp))
+    tmp.unlink()
+    inits = {i.name for i in m.graph.initializer}
+    # Replace each activation Quantize→Dequantize pair by an Identity: only weights stay int8.
+    q_input, keep = {}, []
+    for n in m.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] not in inits:
+            q_input[n.output[0]] = n.input[0]
+        elif n.op_type == "DequantizeLinear" and n.input[0] not in inits:
+            keep.append(onnx.helper.make_node("Identity", [q_input[n.input[0]]], list(n.output), name=n.name))
+        else:
+            keep.append(n)
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    out = bundle / "onnx" / "vision_model_qdq_per_channel.onnx"
+    onnx.save(m, str(out))
+    assert sum(n.op_type == "DequantizeLinear" for n in keep) > 0
+    embeds = l2n(ort_run(out, {"pixel_values": pixels})[0])
+    cos = cosine_rows(embeds, l2n(ort_run(src, {"pixel_values": pixels})[0])).min()
+    (bundle / "reference_qdq_per_channel.json").write_text(json.dumps({
+        "made_by": "tools/make_fixtures.py (ONNX Runtime on vision_model_qdq_per_channel.onnx)",
+        "image_embeds": embeds.tolist(), "cosine_to_fp32": float(cos)}, indent=1))
+    print(f"{out}: per-channel weight QDQ, cosine to fp32 {cos:.5f}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------- ViT (HF optimum layout)
 def vit_bundle(out, config, tokenizer_dir, images, tokenizer_files):
     torch.manual_seed(0)
@@ -376,6 +421,7 @@ def main():
     if args.what == "tiny":
         write_tokenizer_fixture(args.bpe, tok_dir)
         vit_bundle(args.out / "clip-vit-tiny", tiny_vit_config(), tok_dir, images, ["vocab.json", "merges.txt"])
+        per_channel_weight_qdq(args.out / "clip-vit-tiny")
         rn_bundle(args.out / "clip-rn-tiny", tok_dir, images)
     else:
         if not (tok_dir / "tokenizer.json").exists():

@@ -56,15 +56,13 @@ impl GraphFile {
         if data.is_empty() {
             return Err(model_err("the file is empty".into()));
         }
-        let mut proto = onnx()
+        let proto = onnx()
             .proto_model_for_read(&mut data.as_slice())
             .map_err(|e| {
                 model_err(format!(
                     "not an ONNX protobuf (truncated or another format?): {e:#}"
                 ))
             })?;
-        let dir = path.parent().and_then(|d| d.to_str());
-        crate::qdq::fold_per_channel(&mut proto, dir).map_err(model_err)?;
         let graph = proto
             .graph
             .as_ref()
