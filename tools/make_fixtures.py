@@ -285,6 +285,10 @@ def per_channel_weight_qdq(bundle):
             keep.append(n)
     del m.graph.node[:]
     m.graph.node.extend(keep)
+    used = {i for n in keep for i in n.input}
+    unused = [t for t in m.graph.initializer if t.name not in used]
+    for t in unused:
+        m.graph.initializer.remove(t)
     out = bundle / "onnx" / "vision_model_qdq_per_channel.onnx"
     onnx.save(m, str(out))
     assert sum(n.op_type == "DequantizeLinear" for n in keep) > 0
