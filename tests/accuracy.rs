@@ -1,10 +1,11 @@
 //! The Fashion-MNIST CLIP trained by tools/train_fashion_clip.py (the README's demo model):
-//! through Glimpse, zero-shot predictions agree with PyTorch's and accuracy is the same.
+//! through Glimpse, zero-shot predictions agree with PyTorch's, and int8 and f16 keep its
+//! accuracy (within 1 point of fp32, embeddings at cosine ≥ 0.99 to fp32's).
 
 use std::path::PathBuf;
 
-use glimpse::ClipModel;
-use glimpse_tests::fixtures;
+use glimpse::{ClipModel, Embedding, LoadOptions};
+use glimpse_tests::{fixtures, min_cosine};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -15,53 +16,119 @@ struct Eval {
     torch_accuracy_10k: f64,
 }
 
-fn read_npy<T: npyz::Deserialize>(p: PathBuf) -> Vec<T> {
+struct Data {
+    eval: Eval,
+    images: Vec<glimpse::RgbImage>,
+    labels: Vec<i64>,
+    torch: Vec<i64>,
+}
+
+fn dir() -> PathBuf {
+    fixtures().join("../models/fashion-clip")
+}
+
+fn read_npy<T: npyz::Deserialize>(name: &str) -> Vec<T> {
+    let p = dir().join(name);
     let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     npyz::NpyFile::new(&bytes[..]).unwrap().into_vec().unwrap()
 }
 
-#[test]
-fn fashion_clip_zero_shot_matches_pytorch() {
-    let dir = fixtures().join("../models/fashion-clip");
-    let eval: Eval =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
-    let pixels: Vec<u8> = read_npy(dir.join("eval_images.npy"));
-    let labels: Vec<i64> = read_npy(dir.join("eval_labels.npy"));
-    let torch: Vec<i64> = read_npy(dir.join("eval_torch_preds.npy"));
-
-    let model = ClipModel::load(&dir).unwrap();
-    let zs = model.zero_shot(&eval.classes, &eval.templates).unwrap();
-    let images: Vec<glimpse::RgbImage> = pixels
+fn data() -> Data {
+    let text = std::fs::read_to_string(dir().join("eval.json")).unwrap();
+    let pixels: Vec<u8> = read_npy("eval_images.npy");
+    let images = pixels
         .chunks(28 * 28)
         .map(|p| {
-            image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(28, 28, p.to_vec()).unwrap())
-                .to_rgb8()
+            let grey = image::GrayImage::from_raw(28, 28, p.to_vec()).unwrap();
+            image::DynamicImage::ImageLuma8(grey).to_rgb8()
         })
         .collect();
-    let embeddings = model.embed_images(&images).unwrap();
-    let (mut agree, mut correct) = (0, 0);
-    for ((e, &label), &t) in embeddings.iter().zip(&labels).zip(&torch) {
-        let best = &zs.classify(e)[0].label;
-        let ix = eval.classes.iter().position(|c| c == best).unwrap() as i64;
-        agree += (ix == t) as usize;
-        correct += (ix == label) as usize;
+    Data {
+        eval: serde_json::from_str(&text).unwrap(),
+        images,
+        labels: read_npy("eval_labels.npy"),
+        torch: read_npy("eval_torch_preds.npy"),
     }
-    let n = labels.len() as f64;
-    let acc = correct as f64 / n;
+}
+
+/// Embeddings and predicted class indices of the evaluation images.
+fn run(d: &Data, opts: LoadOptions) -> (Vec<Embedding>, Vec<i64>) {
+    let model = ClipModel::load_with(dir(), opts).unwrap();
+    let zs = model.zero_shot(&d.eval.classes, &d.eval.templates).unwrap();
+    let embeddings = model.embed_images(&d.images).unwrap();
+    let preds = embeddings
+        .iter()
+        .map(|e| {
+            let best = &zs.classify(e)[0].label;
+            d.eval.classes.iter().position(|c| c == best).unwrap() as i64
+        })
+        .collect();
+    (embeddings, preds)
+}
+
+fn accuracy(preds: &[i64], labels: &[i64]) -> f64 {
+    preds.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len() as f64
+}
+
+#[test]
+fn fp32_matches_pytorch() {
+    let d = data();
+    let (_, preds) = run(&d, LoadOptions::default());
+    let agree = preds.iter().zip(&d.torch).filter(|(a, b)| a == b).count();
+    let acc = accuracy(&preds, &d.labels);
     eprintln!(
-        "fashion-clip on {} test images: Glimpse accuracy {acc:.4}, PyTorch {:.4} (PyTorch on all 10k: {:.4}); \
+        "fashion-clip fp32 on {} test images: accuracy {acc:.4}, PyTorch {:.4} (PyTorch on all 10k: {:.4}); \
          same prediction on {agree}",
-        labels.len(),
-        eval.torch_accuracy_eval,
-        eval.torch_accuracy_10k
+        d.labels.len(),
+        d.eval.torch_accuracy_eval,
+        d.eval.torch_accuracy_10k
     );
     assert!(
-        agree as f64 >= 0.99 * n,
-        "only {agree} predictions agree with PyTorch"
+        agree as f64 >= 0.99 * d.labels.len() as f64,
+        "only {agree} agree with PyTorch"
     );
-    assert!((acc - eval.torch_accuracy_eval).abs() <= 0.01);
+    assert!((acc - d.eval.torch_accuracy_eval).abs() <= 0.01);
     assert!(
         acc > 0.7,
         "a trained model should beat chance (10%) by far: {acc}"
+    );
+}
+
+fn check_reduced_precision(name: &str, opts: LoadOptions) {
+    let d = data();
+    let (fp32, fp32_preds) = run(&d, LoadOptions::default());
+    let (low, preds) = run(&d, opts);
+    let (acc32, acc) = (
+        accuracy(&fp32_preds, &d.labels),
+        accuracy(&preds, &d.labels),
+    );
+    let cos = min_cosine(&low, &fp32);
+    eprintln!("fashion-clip {name}: accuracy {acc:.4} (fp32 {acc32:.4}), min embedding cosine to fp32 {cos:.5} (1 - cos = {:.1e})", 1.0 - cos);
+    assert!(
+        (acc - acc32).abs() <= 0.01,
+        "{name} accuracy {acc} vs fp32 {acc32}"
+    );
+    assert!(cos >= 0.99, "{name} embedding cosine {cos}");
+}
+
+#[test]
+fn int8_keeps_accuracy() {
+    check_reduced_precision(
+        "int8 (dynamic, ORT quantize_dynamic)",
+        LoadOptions {
+            quantized: true,
+            ..Default::default()
+        },
+    );
+}
+
+#[test]
+fn f16_keeps_accuracy() {
+    check_reduced_precision(
+        "f16 (tract f32_to_f16)",
+        LoadOptions {
+            f16: true,
+            ..Default::default()
+        },
     );
 }

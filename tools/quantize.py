@@ -69,7 +69,7 @@ def main():
                             per_channel=args.qdq == "per-channel", weight_type=QuantType.QInt8,
                             activation_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm", "Conv"])
         else:
-            quantize_dynamic(str(g), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+            quantize_dynamic(str(g), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm", "Gather"])
         print(f"{out}: {out.stat().st_size / 1e6:.1f} MB (from {g.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
 
 

@@ -21,9 +21,12 @@ struct Cli {
     /// glimpse.json manifest. Defaults to $GLIMPSE_MODEL.
     #[arg(long, short, env = "GLIMPSE_MODEL", global = true)]
     model: Option<PathBuf>,
-    /// Use the bundle's *_quantized.onnx graphs where it has them.
+    /// Use the int8 <graph>_quantized.onnx beside each graph where the bundle has one.
     #[arg(long, global = true)]
     quantized: bool,
+    /// Run float math in f16 (for ARM cores with FP16 arithmetic; emulated, slower, elsewhere).
+    #[arg(long, global = true)]
+    f16: bool,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -77,6 +80,7 @@ fn run(cli: &Cli) -> glimpse::Result<()> {
         vision,
         text,
         quantized: cli.quantized,
+        f16: cli.f16,
     };
     match &cli.command {
         Command::Embed { images, texts } => {

@@ -27,6 +27,9 @@ pub struct LoadOptions {
     pub text: bool,
     /// Prefer the int8 `<graph>_quantized.onnx` beside each graph, where there is one.
     pub quantized: bool,
+    /// Run float math in f16 (tract's f32→f16 pass): for ARM cores with FP16 arithmetic;
+    /// elsewhere tract emulates it, slower than f32.
+    pub f16: bool,
 }
 
 impl Default for LoadOptions {
@@ -35,6 +38,7 @@ impl Default for LoadOptions {
             vision: true,
             text: true,
             quantized: false,
+            f16: false,
         }
     }
 }

@@ -32,11 +32,11 @@ impl ClipModel {
     pub fn load_with(dir: impl AsRef<Path>, opts: LoadOptions) -> Result<Self> {
         let spec = BundleSpec::open(dir.as_ref(), opts)?;
         let vision = match &spec.vision {
-            Some(g) => Some(VisionTower::load(g, spec.preprocess.clone())?),
+            Some(g) => Some(VisionTower::load(g, spec.preprocess.clone(), opts.f16)?),
             None => None,
         };
         let text = match (&spec.text, &spec.tokenizer) {
-            (Some(g), Some(src)) => Some(TextTower::load(g, src, spec.context_length)?),
+            (Some(g), Some(src)) => Some(TextTower::load(g, src, spec.context_length, opts.f16)?),
             _ => None,
         };
         Ok(ClipModel {

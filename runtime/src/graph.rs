@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core;
 
 use crate::error::{Error, Result};
 use crate::onnx_ops::onnx;
@@ -43,6 +44,7 @@ pub(crate) struct GraphFile {
 pub(crate) struct Graph {
     plan: Arc<TypedRunnableModel>,
     tower: &'static str,
+    input_types: Vec<DatumType>,
 }
 
 impl GraphFile {
@@ -115,12 +117,14 @@ impl GraphFile {
         ))
     }
 
-    /// Optimises the graph for the given input facts, keeping only `output`.
+    /// Optimises the graph for the given input facts, keeping only `output`; `half` runs its
+    /// float math in f16.
     pub fn build(
         &self,
         tower: &'static str,
         facts: &[(String, DatumType, Vec<Dim>)],
         output: &str,
+        half: bool,
     ) -> Result<Graph> {
         let path = &self.path;
         let fail = |e: TractError| Error::Model {
@@ -159,26 +163,53 @@ impl GraphFile {
                 .map_err(fail)?;
         }
         model.select_outputs_by_name([output]).map_err(fail)?;
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
+        let plan = (|| {
+            let mut typed = model.into_typed()?.into_decluttered()?;
+            if half {
+                // After declutter, before optimisation: tract's recommended place.
+                let f16 = tract_core::transform::get_transform("f32_to_f16")?;
+                f16.ok_or_else(|| TractError::msg("tract has no f32_to_f16 transform"))?
+                    .transform(&mut typed)?;
+            }
+            typed.into_optimized()?.into_runnable()
+        })()
+        .map_err(fail)?;
+        let input_types = (0..facts.len())
+            .map(|i| Ok(plan.model().input_fact(i)?.datum_type))
+            .collect::<TractResult<_>>()
             .map_err(fail)?;
-        Ok(Graph { plan, tower })
+        Ok(Graph {
+            plan,
+            tower,
+            input_types,
+        })
     }
 }
 
 impl Graph {
     /// Runs the graph; returns its single output.
-    pub fn run(&self, inputs: TVec<TValue>) -> Result<Tensor> {
-        let mut out = self.plan.run(inputs).map_err(|e| Error::Inference {
+    pub fn run(&self, inputs: TVec<Tensor>) -> Result<Tensor> {
+        let fail = |e: TractError| Error::Inference {
             tower: self.tower,
             reason: format!("{e:#}"),
-        })?;
-        Ok(out.remove(0).into_tensor())
+        };
+        // An f16 plan takes f16 inputs: cast what the caller built in f32.
+        let inputs = inputs
+            .into_iter()
+            .zip(&self.input_types)
+            .map(|(t, dt)| Ok(t.cast_to_dt(*dt)?.into_owned().into_tvalue()))
+            .collect::<TractResult<_>>()
+            .map_err(fail)?;
+        let mut out = self.plan.run(inputs).map_err(fail)?;
+        out.remove(0)
+            .into_tensor()
+            .cast_to::<f32>()
+            .map(|t| t.into_owned())
+            .map_err(fail)
     }
 
     /// Runs and reads a `[n, d]` f32 output as `n` rows.
-    pub fn run_rows(&self, inputs: TVec<TValue>, n: usize) -> Result<Vec<Vec<f32>>> {
+    pub fn run_rows(&self, inputs: TVec<Tensor>, n: usize) -> Result<Vec<Vec<f32>>> {
         let out = self.run(inputs)?;
         let bad = |why: String| Error::Inference {
             tower: self.tower,

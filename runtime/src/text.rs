@@ -23,7 +23,7 @@ pub struct TextTower {
     graph: Graph,
     tokenizer: ClipTokenizer,
     /// Graph inputs in order: `true` for the attention mask, `false` for the ids.
-    inputs: Vec<(bool, DatumType)>,
+    inputs: Vec<bool>,
     fixed_len: Option<usize>,
     /// Texts per graph run.
     batch: usize,
@@ -34,6 +34,7 @@ impl TextTower {
         spec: &GraphSpec,
         tokenizer: &TokenizerSource,
         context_length: usize,
+        half: bool,
     ) -> Result<Self> {
         let file = GraphFile::read(&spec.path)?;
         let ids = file.input(&spec.input)?.clone();
@@ -72,17 +73,16 @@ impl TextTower {
         };
         // HF's end-token pooling indexes `arange(batch) * sequence`, which tract cannot
         // simplify with both symbolic: such graphs run one text at a time.
-        let (graph, batch) = match file.build("text", &facts(Dim::Symbol("batch")), &spec.output) {
-            Ok(g) => (g, MAX_BATCH),
-            Err(_) if fixed_len.is_none() => {
-                (file.build("text", &facts(Dim::Fixed(1)), &spec.output)?, 1)
-            }
-            Err(e) => return Err(e),
-        };
-        let inputs = inputs
-            .into_iter()
-            .map(|(_, is_mask, dt)| (is_mask, dt))
-            .collect();
+        let (graph, batch) =
+            match file.build("text", &facts(Dim::Symbol("batch")), &spec.output, half) {
+                Ok(g) => (g, MAX_BATCH),
+                Err(_) if fixed_len.is_none() => (
+                    file.build("text", &facts(Dim::Fixed(1)), &spec.output, half)?,
+                    1,
+                ),
+                Err(e) => return Err(e),
+            };
+        let inputs = inputs.into_iter().map(|(_, is_mask, _)| is_mask).collect();
         let tokenizer = ClipTokenizer::load(
             tokenizer,
             fixed_len.unwrap_or(context_length).min(context_length),
@@ -125,16 +125,14 @@ impl TextTower {
             let inputs = self
                 .inputs
                 .iter()
-                .map(|&(is_mask, dt)| {
+                .map(|&is_mask| {
                     let mut flat = vec![0i64; n * len];
                     for (row, seq) in chunk.iter().enumerate() {
                         for (col, &id) in seq.iter().enumerate() {
                             flat[row * len + col] = if is_mask { 1 } else { id as i64 };
                         }
                     }
-                    let t = Tensor::from_shape(&[n, len], &flat)
-                        .and_then(|t| t.cast_to_dt(dt).map(|c| c.into_owned()));
-                    t.map(TValue::from)
+                    Tensor::from_shape(&[n, len], &flat)
                         .map_err(|e| Error::InvalidArgument(format!("{e:#}")))
                 })
                 .collect::<Result<TVec<_>>>()?;

@@ -23,7 +23,7 @@ pub struct VisionTower {
 }
 
 impl VisionTower {
-    pub(crate) fn load(spec: &GraphSpec, preprocess: PreprocessConfig) -> Result<Self> {
+    pub(crate) fn load(spec: &GraphSpec, preprocess: PreprocessConfig, half: bool) -> Result<Self> {
         let file = GraphFile::read(&spec.path)?;
         let port = file.input(&spec.input)?.clone();
         file.require_output(&spec.output)?;
@@ -59,6 +59,7 @@ impl VisionTower {
             "image",
             &[(spec.input.clone(), f32::datum_type(), dims)],
             &spec.output,
+            half,
         )?;
         Ok(VisionTower {
             graph,
@@ -109,7 +110,7 @@ impl VisionTower {
             let shape = [n_run, 3, h as usize, w as usize];
             let tensor = Tensor::from_shape(&shape, &chunk)
                 .map_err(|e| Error::InvalidArgument(format!("{e:#}")))?;
-            let mut rows = self.graph.run_rows(tvec!(tensor.into()), n_run)?;
+            let mut rows = self.graph.run_rows(tvec!(tensor), n_run)?;
             rows.truncate(n);
             out.extend(rows);
         }
