@@ -58,13 +58,14 @@ fn openai_bpe_file_matches_hf() {
     ));
 }
 
+fn json_tokenizer(context_length: usize) -> ClipTokenizer {
+    let path = fixtures().join("clip-tokenizer/tokenizer.json");
+    ClipTokenizer::load(&TokenizerSource::Json(path), context_length).unwrap()
+}
+
 #[test]
 fn reference_sentence_and_truncation() {
-    let tok = ClipTokenizer::load(
-        &TokenizerSource::Json(fixtures().join("clip-tokenizer/tokenizer.json")),
-        77,
-    )
-    .unwrap();
+    let tok = json_tokenizer(77);
     assert_eq!(
         tok.encode("a photo of a cat").unwrap(),
         [49406, 320, 1125, 539, 320, 2368, 49407]
@@ -72,11 +73,7 @@ fn reference_sentence_and_truncation() {
     let long = tok.encode(&"word ".repeat(200)).unwrap();
     assert_eq!(long.len(), 77);
     assert_eq!(long[76], 49407, "the end token survives truncation");
-    let short = ClipTokenizer::load(
-        &TokenizerSource::Json(fixtures().join("clip-tokenizer/tokenizer.json")),
-        8,
-    )
-    .unwrap();
+    let short = json_tokenizer(8);
     assert_eq!(
         short.encode("a photo of a cat on a mat").unwrap(),
         [49406, 320, 1125, 539, 320, 2368, 525, 49407]
@@ -85,11 +82,7 @@ fn reference_sentence_and_truncation() {
 
 #[test]
 fn blank_text_is_refused() {
-    let tok = ClipTokenizer::load(
-        &TokenizerSource::Json(fixtures().join("clip-tokenizer/tokenizer.json")),
-        77,
-    )
-    .unwrap();
+    let tok = json_tokenizer(77);
     for t in ["", "   ", "\n\t "] {
         let e = tok.encode(t).unwrap_err();
         assert!(matches!(e, glimpse::Error::Text(_)));
