@@ -66,7 +66,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|")
     for batch in args.batch:
         o_img, o_txt = ort_side(args.bundle, args.quantized, batch, args.threads, args.iters, args.tokens)
-        cmd = [str(exe), str(args.bundle), "--batch", str(batch), "--iters", str(args.iters),
+        cmd = [str(exe), "speed", str(args.bundle), "--batch", str(batch), "--iters", str(args.iters),
                "--tokens", str(args.tokens)] + (["--quantized"] if args.quantized else [])
         g = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         g_img = g["image_ms_per_call"] / batch

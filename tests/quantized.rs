@@ -1,5 +1,6 @@
-//! Quantised graphs: per-channel weight dequantisation computes what ONNX Runtime computes
-//! (tract 0.23.9 broadcasts per-axis scales and zero points); quantiser-written files load.
+//! Quantised graphs compute what ONNX Runtime computes on the same file: per-channel weight
+//! dequantisation (tract 0.23.9 broadcasts per-axis scales) and a full `quantize_static` QDQ
+//! ViT (Glimpse keeps attention probabilities in float, see runtime/src/qdq.rs).
 
 use glimpse::{ClipModel, LoadOptions};
 use glimpse_tests::{copy_bundle, fixtures, min_cosine, Reference};
@@ -10,41 +11,43 @@ struct QdqReference {
     image_embeds: Vec<Vec<f32>>,
 }
 
-#[test]
-fn per_channel_weight_qdq_matches_onnx_runtime() {
+/// Loads `onnx/vision_model_<variant>.onnx` as the quantised image tower; min cosine to ORT.
+fn cosine_to_onnx_runtime(variant: &str) -> f64 {
     let b = copy_bundle("clip-vit-tiny");
     let onnx = b.path().join("onnx");
-    std::fs::rename(
-        onnx.join("vision_model_qdq_per_channel.onnx"),
-        onnx.join("vision_model_quantized.onnx"),
-    )
-    .unwrap();
-    let text = std::fs::read_to_string(b.path().join("reference_qdq_per_channel.json")).unwrap();
+    let graph = onnx.join(format!("vision_model_{variant}.onnx"));
+    std::fs::rename(graph, onnx.join("vision_model_quantized.onnx")).unwrap();
+    let text = std::fs::read_to_string(b.path().join(format!("reference_{variant}.json"))).unwrap();
     let want: QdqReference = serde_json::from_str(&text).unwrap();
     let opts = LoadOptions {
         quantized: true,
         ..LoadOptions::vision_only()
     };
     let model = ClipModel::load_with(b.path(), opts).unwrap();
-    let got = model
-        .embed_pixels(&Reference::load(b.path()).pixels(b.path()))
-        .unwrap();
-    let cos = min_cosine(&got, &want.image_embeds);
-    eprintln!("per-channel weight QDQ ViT vs ONNX Runtime: min cosine {cos:.8}");
-    assert!(cos >= 0.9999, "cosine {cos}");
+    let pixels = Reference::load(b.path()).pixels(b.path());
+    let cos = min_cosine(&model.embed_pixels(&pixels).unwrap(), &want.image_embeds);
+    eprintln!("{variant} ViT vs ONNX Runtime on the same file: min cosine {cos:.8}");
+    cos
+}
+
+#[test]
+fn per_channel_weight_qdq_matches_onnx_runtime() {
+    assert!(cosine_to_onnx_runtime("qdq_per_channel") >= 0.9999);
+}
+
+#[test]
+fn static_qdq_matches_onnx_runtime() {
+    assert!(cosine_to_onnx_runtime("qdq_static") >= 0.999);
 }
 
 #[test]
 fn quantized_flag_falls_back_to_fp32_graphs() {
     let dir = fixtures().join("clip-vit-tiny");
-    let q = ClipModel::load_with(
-        &dir,
-        LoadOptions {
-            quantized: true,
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap();
+    let opts = LoadOptions {
+        quantized: true,
+        ..LoadOptions::default()
+    };
+    let q = ClipModel::load_with(&dir, opts).unwrap();
     let f = ClipModel::load(&dir).unwrap();
     assert_eq!(
         q.embed_texts(&["a cat"]).unwrap(),

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+ort.set_default_logger_severity(3)
 import open_clip
 import torch
 from PIL import Image
@@ -252,10 +254,12 @@ def save_reference(out, images, pixels, image_embeds, ids, text_embeds):
 
 
 # ---------------------------------------------------------------- quantised variants
-def per_channel_weight_qdq(bundle):
-    """`onnx/vision_model_qdq_per_channel.onnx`: int8 weights with per-channel DequantizeLinear
-    (ORT's QDQ format, axis 0/1) and float activations, plus its ONNX Runtime outputs: a
-    model read per tensor (scale[0] for every channel) would miss them by far."""
+def static_qdq(bundle, name, per_channel, weights_only):
+    """`onnx/vision_model_<name>.onnx`: ONNX Runtime `quantize_static` QDQ (int8 weights, uint8
+    activations calibrated on the reference pixels), plus its ONNX Runtime outputs in
+    `reference_<name>.json`. With `weights_only`, activation Quantize/Dequantize pairs become
+    Identity: per-channel weights alone, which a model reading scales per tensor (scale[0] for
+    every channel) would miss by far."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -269,35 +273,33 @@ def per_channel_weight_qdq(bundle):
         def get_next(self):
             return next(self.it, None)
 
-    quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(str(src), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Conv"])
     m = onnx.load(str(tmp))
     tmp.unlink()
-    inits = {i.name for i in m.graph.initializer}
-    # Replace each activation Quantize→Dequantize pair by an Identity: only weights stay int8.
-    q_input, keep = {}, []
-    for n in m.graph.node:
-        if n.op_type == "QuantizeLinear" and n.input[0] not in inits:
-            q_input[n.output[0]] = n.input[0]
-        elif n.op_type == "DequantizeLinear" and n.input[0] not in inits:
-            keep.append(onnx.helper.make_node("Identity", [q_input[n.input[0]]], list(n.output), name=n.name))
-        else:
-            keep.append(n)
-    del m.graph.node[:]
-    m.graph.node.extend(keep)
-    used = {i for n in keep for i in n.input}
-    unused = [t for t in m.graph.initializer if t.name not in used]
-    for t in unused:
-        m.graph.initializer.remove(t)
-    out = bundle / "onnx" / "vision_model_qdq_per_channel.onnx"
+    if weights_only:
+        inits = {i.name for i in m.graph.initializer}
+        q_input, keep = {}, []
+        for n in m.graph.node:
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits:
+                q_input[n.output[0]] = n.input[0]
+            elif n.op_type == "DequantizeLinear" and n.input[0] not in inits:
+                keep.append(onnx.helper.make_node("Identity", [q_input[n.input[0]]], list(n.output), name=n.name))
+            else:
+                keep.append(n)
+        del m.graph.node[:]
+        m.graph.node.extend(keep)
+        used = {i for n in keep for i in n.input}
+        for t in [t for t in m.graph.initializer if t.name not in used]:
+            m.graph.initializer.remove(t)
+    out = bundle / "onnx" / f"vision_model_{name}.onnx"
     onnx.save(m, str(out))
-    assert sum(n.op_type == "DequantizeLinear" for n in keep) > 0
     embeds = l2n(ort_run(out, {"pixel_values": pixels})[0])
     cos = cosine_rows(embeds, l2n(ort_run(src, {"pixel_values": pixels})[0])).min()
-    (bundle / "reference_qdq_per_channel.json").write_text(json.dumps({
-        "made_by": "tools/make_fixtures.py (ONNX Runtime on vision_model_qdq_per_channel.onnx)",
+    (bundle / f"reference_{name}.json").write_text(json.dumps({
+        "made_by": f"tools/make_fixtures.py (ONNX Runtime on vision_model_{name}.onnx)",
         "image_embeds": embeds.tolist(), "cosine_to_fp32": float(cos)}, indent=1))
-    print(f"{out}: per-channel weight QDQ, cosine to fp32 {cos:.5f}", file=sys.stderr)
+    print(f"{out}: cosine to fp32 {cos:.5f}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- ViT (HF optimum layout)
@@ -425,7 +427,8 @@ def main():
     if args.what == "tiny":
         write_tokenizer_fixture(args.bpe, tok_dir)
         vit_bundle(args.out / "clip-vit-tiny", tiny_vit_config(), tok_dir, images, ["vocab.json", "merges.txt"])
-        per_channel_weight_qdq(args.out / "clip-vit-tiny")
+        static_qdq(args.out / "clip-vit-tiny", "qdq_per_channel", per_channel=True, weights_only=True)
+        static_qdq(args.out / "clip-vit-tiny", "qdq_static", per_channel=False, weights_only=False)
         rn_bundle(args.out / "clip-rn-tiny", tok_dir, images)
     else:
         if not (tok_dir / "tokenizer.json").exists():

@@ -58,13 +58,14 @@ impl GraphFile {
         if data.is_empty() {
             return Err(model_err("the file is empty".into()));
         }
-        let proto = onnx()
+        let mut proto = onnx()
             .proto_model_for_read(&mut data.as_slice())
             .map_err(|e| {
                 model_err(format!(
                     "not an ONNX protobuf (truncated or another format?): {e:#}"
                 ))
             })?;
+        crate::qdq::keep_softmax_in_float(&mut proto);
         let graph = proto
             .graph
             .as_ref()

@@ -21,6 +21,7 @@ pub mod error;
 mod graph;
 mod onnx_ops;
 pub mod preprocess;
+mod qdq;
 pub mod text;
 pub mod tokenize;
 pub mod vision;
