@@ -5,7 +5,8 @@
   python benches/compare_ort.py models/clip-vit-b32-random [--quantized] [--batch 1 8] [--threads 1]
 
 Prints a Markdown table (ms per image, images/s, text ms, ratio Glimpse/ORT) for BENCHMARKS.md.
-Glimpse runs single-threaded (tract's default); ORT is pinned to --threads.
+Both sides use --threads: ORT as intra-op threads, Glimpse by splitting an image batch over
+that many runs of one plan (a single image runs on one thread).
 """
 import argparse
 import json
@@ -61,16 +62,16 @@ def main():
     ap.add_argument("--tokens", type=int, default=8)
     args = ap.parse_args()
     exe = ROOT / "target" / "release" / "glimpse-bench"
-    print(f"| model | precision | batch | ORT ms/img | Glimpse ms/img | Glimpse img/s | ratio | "
+    print(f"| model | precision | threads | batch | ORT ms/img | Glimpse ms/img | Glimpse img/s | ratio | "
           f"ORT text ms ({args.tokens} tok) | Glimpse text ms | text ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for batch in args.batch:
         o_img, o_txt = ort_side(args.bundle, args.quantized, batch, args.threads, args.iters, args.tokens)
         cmd = [str(exe), "speed", str(args.bundle), "--batch", str(batch), "--iters", str(args.iters),
-               "--tokens", str(args.tokens)] + (["--quantized"] if args.quantized else [])
+               "--tokens", str(args.tokens), "--threads", str(args.threads)] + (["--quantized"] if args.quantized else [])
         g = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         g_img = g["image_ms_per_call"] / batch
-        print(f"| {args.bundle.name} | {'int8' if args.quantized else 'fp32'} | {batch} | {o_img / batch:.1f} | "
+        print(f"| {args.bundle.name} | {'int8' if args.quantized else 'fp32'} | {args.threads} | {batch} | {o_img / batch:.1f} | "
               f"{g_img:.1f} | {1000 / g_img:.1f} | {g_img / (o_img / batch):.2f} | {o_txt:.1f} | "
               f"{g['text_ms']:.1f} | {g['text_ms'] / o_txt:.2f} |")
 

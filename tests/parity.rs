@@ -187,3 +187,26 @@ fn model_is_shareable_between_threads() {
         }
     });
 }
+
+#[test]
+fn images_split_over_threads_agree_with_one_thread() {
+    let dir = fixtures().join("clip-vit-tiny");
+    let r = Reference::load(&dir);
+    let pixels = r.pixels(&dir);
+    let with = |threads| {
+        let opts = glimpse::LoadOptions {
+            threads,
+            ..glimpse::LoadOptions::vision_only()
+        };
+        ClipModel::load_with(&dir, opts)
+            .unwrap()
+            .embed_pixels(&pixels)
+            .unwrap()
+    };
+    let one = with(1);
+    for threads in [2, 3, 8] {
+        let cos = min_cosine(&with(threads), &one);
+        assert!(cos > 0.99999, "{threads} threads: cosine {cos}");
+    }
+    assert!(min_cosine(&one, &r.image_embeds) >= GRAPH_COSINE);
+}

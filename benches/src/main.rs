@@ -50,6 +50,9 @@ struct Args {
     /// Text tokens per query (start and end included) for the text timing.
     #[arg(long, default_value_t = 8)]
     tokens: usize,
+    /// Threads an image batch is split over.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 /// Median milliseconds of `iters` calls of `f`, after one warm-up call.
@@ -76,6 +79,7 @@ fn main() -> glimpse::Result<()> {
 fn speed(a: Args) -> glimpse::Result<()> {
     let opts = LoadOptions {
         quantized: a.quantized,
+        threads: a.threads,
         ..LoadOptions::default()
     };
     let t = Instant::now();

@@ -81,6 +81,7 @@ fn run(cli: &Cli) -> glimpse::Result<()> {
         text,
         quantized: cli.quantized,
         f16: cli.f16,
+        ..LoadOptions::default()
     };
     match &cli.command {
         Command::Embed { images, texts } => {

@@ -30,6 +30,9 @@ pub struct LoadOptions {
     /// Run float math in f16 (tract's f32→f16 pass): for ARM cores with FP16 arithmetic;
     /// elsewhere tract emulates it, slower than f32.
     pub f16: bool,
+    /// Threads an image batch is split over (one graph run per thread). Default: the
+    /// machine's available parallelism.
+    pub threads: usize,
 }
 
 impl Default for LoadOptions {
@@ -39,6 +42,7 @@ impl Default for LoadOptions {
             text: true,
             quantized: false,
             f16: false,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }

@@ -32,7 +32,12 @@ impl ClipModel {
     pub fn load_with(dir: impl AsRef<Path>, opts: LoadOptions) -> Result<Self> {
         let spec = BundleSpec::open(dir.as_ref(), opts)?;
         let vision = match &spec.vision {
-            Some(g) => Some(VisionTower::load(g, spec.preprocess.clone(), opts.f16)?),
+            Some(g) => Some(VisionTower::load(
+                g,
+                spec.preprocess.clone(),
+                opts.f16,
+                opts.threads,
+            )?),
             None => None,
         };
         let text = match (&spec.text, &spec.tokenizer) {

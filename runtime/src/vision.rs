@@ -20,10 +20,17 @@ pub struct VisionTower {
     /// Images per run, and whether the graph demands exactly that many.
     batch: usize,
     fixed_batch: bool,
+    /// Threads a large call is split over.
+    threads: usize,
 }
 
 impl VisionTower {
-    pub(crate) fn load(spec: &GraphSpec, preprocess: PreprocessConfig, half: bool) -> Result<Self> {
+    pub(crate) fn load(
+        spec: &GraphSpec,
+        preprocess: PreprocessConfig,
+        half: bool,
+        threads: usize,
+    ) -> Result<Self> {
         let file = GraphFile::read(&spec.path)?;
         let port = file.input(&spec.input)?.clone();
         file.require_output(&spec.output)?;
@@ -66,6 +73,7 @@ impl VisionTower {
             preprocess,
             batch: fixed_batch.unwrap_or(MAX_BATCH),
             fixed_batch: fixed_batch.is_some(),
+            threads,
         })
     }
 
@@ -103,19 +111,50 @@ impl VisionTower {
                 pixels.len()
             )));
         }
-        let mut out = Vec::with_capacity(pixels.len() / per);
-        for chunk in pixels.chunks(per * self.batch) {
-            let n = chunk.len() / per;
-            let (chunk, n_run) = self.pad_batch(chunk, n, per);
-            let shape = [n_run, 3, h as usize, w as usize];
-            let tensor = Tensor::from_shape(&shape, &chunk)
-                .map_err(|e| Error::InvalidArgument(format!("{e:#}")))?;
-            let mut rows = self.graph.run_rows(tvec!(tensor), n_run)?;
-            rows.truncate(n);
-            out.extend(rows);
+        // Split the images over the worker threads (one plan, one state per run), at most
+        // `batch` images per run.
+        let n = pixels.len() / per;
+        let workers = self.threads.clamp(1, n);
+        let per_run = if self.fixed_batch {
+            self.batch
+        } else {
+            n.div_ceil(workers).min(self.batch)
+        };
+        let chunks: Vec<&[f32]> = pixels.chunks(per * per_run).collect();
+        let mut out = Vec::with_capacity(n);
+        for group in chunks.chunks(workers) {
+            let rows: Vec<Result<Vec<Embedding>>> = if group.len() == 1 {
+                vec![self.run_chunk(group[0], per)]
+            } else {
+                std::thread::scope(|s| {
+                    let runs: Vec<_> = group
+                        .iter()
+                        .map(|c| s.spawn(|| self.run_chunk(c, per)))
+                        .collect();
+                    runs.into_iter()
+                        .map(|r| r.join().expect("embedding thread panicked"))
+                        .collect()
+                })
+            };
+            for r in rows {
+                out.extend(r?);
+            }
         }
         normalize_rows(&mut out);
         Ok(out)
+    }
+
+    /// Runs the graph on one chunk of images.
+    fn run_chunk(&self, chunk: &[f32], per: usize) -> Result<Vec<Embedding>> {
+        let (w, h) = self.preprocess.output_size();
+        let n = chunk.len() / per;
+        let (chunk, n_run) = self.pad_batch(chunk, n, per);
+        let shape = [n_run, 3, h as usize, w as usize];
+        let tensor = Tensor::from_shape(&shape, &chunk)
+            .map_err(|e| Error::InvalidArgument(format!("{e:#}")))?;
+        let mut rows = self.graph.run_rows(tvec!(tensor), n_run)?;
+        rows.truncate(n);
+        Ok(rows)
     }
 
     /// Pads a short last chunk to a graph's fixed batch size with zero images.
