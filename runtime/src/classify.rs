@@ -54,21 +54,27 @@ impl ZeroShot {
         if labels.iter().any(|l| l.as_ref().trim().is_empty()) {
             return Err(Error::InvalidArgument("a label is empty".into()));
         }
-        let mut embeddings = Vec::with_capacity(labels.len());
-        for label in labels {
-            let label = label.as_ref().trim();
-            let prompts: Vec<String> = templates
-                .iter()
-                .map(|t| t.as_ref().replace("{}", label))
-                .collect();
-            let rows = text.embed(&prompts)?;
-            let mut mean = vec![0.0; rows[0].len()];
-            for r in &rows {
-                mean.iter_mut().zip(r).for_each(|(m, x)| *m += x);
-            }
-            normalize(&mut mean);
-            embeddings.push(mean);
-        }
+        // Every label × template prompt in one call, so batch-capable towers batch them.
+        let prompts: Vec<String> = labels
+            .iter()
+            .flat_map(|l| {
+                templates
+                    .iter()
+                    .map(move |t| t.as_ref().replace("{}", l.as_ref().trim()))
+            })
+            .collect();
+        let rows = text.embed(&prompts)?;
+        let embeddings = rows
+            .chunks(templates.len())
+            .map(|group| {
+                let mut mean = vec![0.0; group[0].len()];
+                for r in group {
+                    mean.iter_mut().zip(r).for_each(|(m, x)| *m += x);
+                }
+                normalize(&mut mean);
+                mean
+            })
+            .collect();
         let labels = labels
             .iter()
             .map(|l| l.as_ref().trim().to_owned())
