@@ -142,6 +142,37 @@ impl BundleSpec {
         Ok(spec)
     }
 
+    /// An id for the embedding space this bundle produces: a SHA-256 over the
+    /// preprocessing and, per graph, its size and 32 evenly spaced 4 KiB samples (any
+    /// retraining or re-quantisation changes them; reading 256 KiB keeps it cheap). Not an
+    /// integrity check.
+    pub fn model_id(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        use std::io::{Read, Seek, SeekFrom};
+        const SAMPLES: u64 = 32;
+        const SAMPLE: u64 = 4096;
+        let mut h = Sha256::new();
+        h.update(b"glimpse-model-id-v1");
+        h.update(format!("{:?}", self.preprocess).as_bytes());
+        for g in [&self.vision, &self.text].into_iter().flatten() {
+            let mut f = std::fs::File::open(&g.path).map_err(|e| Error::io(&g.path, e))?;
+            let len = f.metadata().map_err(|e| Error::io(&g.path, e))?.len();
+            h.update(len.to_le_bytes());
+            let mut buf = vec![0; SAMPLE.min(len) as usize];
+            for i in 0..SAMPLES {
+                let at = i * len.saturating_sub(SAMPLE) / (SAMPLES - 1);
+                f.seek(SeekFrom::Start(at))
+                    .and_then(|_| f.read_exact(&mut buf))
+                    .map_err(|e| Error::io(&g.path, e))?;
+                h.update(&buf);
+            }
+        }
+        Ok(h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
     fn from_manifest(dir: &Path, path: &Path, opts: LoadOptions) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let m: Manifest = serde_json::from_str(&text)

@@ -86,6 +86,24 @@ impl ZeroShot {
         })
     }
 
+    /// A label set from embeddings computed earlier (the photo index caches them).
+    pub(crate) fn from_parts(
+        labels: Vec<String>,
+        embeddings: Vec<Embedding>,
+        logit_scale: f32,
+    ) -> Self {
+        ZeroShot {
+            labels,
+            embeddings,
+            logit_scale,
+        }
+    }
+
+    /// Each label's ensembled text embedding, in label order.
+    pub fn embeddings(&self) -> &[Embedding] {
+        &self.embeddings
+    }
+
     /// The labels, in the order they were given.
     pub fn labels(&self) -> &[String] {
         &self.labels

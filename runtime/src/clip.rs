@@ -16,6 +16,7 @@ use crate::vision::VisionTower;
 #[derive(Debug, Clone)]
 pub struct ClipModel {
     name: String,
+    id: String,
     vision: Option<VisionTower>,
     text: Option<TextTower>,
     logit_scale: f32,
@@ -31,6 +32,16 @@ impl ClipModel {
     /// Loads the towers `opts` asks for.
     pub fn load_with(dir: impl AsRef<Path>, opts: LoadOptions) -> Result<Self> {
         let spec = BundleSpec::open(dir.as_ref(), opts)?;
+        // The id covers both towers even when one is loaded, so an index built with the
+        // image tower accepts queries from a text-only load of the same bundle.
+        let both = LoadOptions {
+            vision: true,
+            text: true,
+            ..opts
+        };
+        let id = BundleSpec::open(dir.as_ref(), both)
+            .unwrap_or_else(|_| spec.clone())
+            .model_id()?;
         let vision = match &spec.vision {
             Some(g) => Some(VisionTower::load(
                 g,
@@ -46,6 +57,7 @@ impl ClipModel {
         };
         Ok(ClipModel {
             name: spec.name,
+            id,
             vision,
             text,
             logit_scale: spec.logit_scale,
@@ -58,12 +70,23 @@ impl ClipModel {
         &self.name
     }
 
+    /// Identifies the embedding space (see [`BundleSpec::model_id`]): indexes built with
+    /// one model refuse another.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The factor applied to cosine similarities before a softmax.
     pub fn logit_scale(&self) -> f32 {
         self.logit_scale
     }
 
     /// Limits applied when this model decodes images.
+    pub fn image_limits(&self) -> ImageLimits {
+        self.limits
+    }
+
+    /// Sets the limits applied when this model decodes images.
     pub fn set_image_limits(&mut self, limits: ImageLimits) {
         self.limits = limits;
     }

@@ -36,6 +36,9 @@ pub enum Error {
     /// An argument is out of its domain (empty label list, mismatched lengths...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A photo index file could not be opened, read or written, or belongs to another model.
+    #[error("index {}: {reason}", path.display())]
+    Index { path: PathBuf, reason: String },
     /// The graph failed while running.
     #[error("inference failed in the {tower} tower: {reason}")]
     Inference { tower: &'static str, reason: String },

@@ -10,7 +10,7 @@
 //!
 //! Pipeline stages, one per module: [`bundle`] (find files) → [`decode`] (image bytes to
 //! RGB) → [`preprocess`] (resize, crop, normalise) → [`vision`] / [`tokenize`] → [`text`]
-//! (graphs) → [`classify`] (zero-shot).
+//! (graphs) → [`classify`] (zero-shot); [`photos`] indexes and searches a photo library.
 
 pub mod bundle;
 pub mod classify;
@@ -20,6 +20,7 @@ mod embedding;
 pub mod error;
 mod graph;
 mod onnx_ops;
+pub mod photos;
 pub mod preprocess;
 mod qdq;
 pub mod text;

@@ -168,6 +168,17 @@ impl PreprocessConfig {
         }
     }
 
+    /// The smallest (width, height) an upright `w` × `h` image may be decoded at without
+    /// losing detail this config keeps (0: no bound on that axis). For
+    /// [`crate::decode::decode_scaled`].
+    pub fn needed_size(&self, w: u32, h: u32) -> (u32, u32) {
+        match self.resize {
+            Resize::Exact(rw, rh) => (rw, rh),
+            Resize::ShortestEdge(s) if w <= h => (s, 0),
+            Resize::ShortestEdge(s) => (0, s),
+        }
+    }
+
     /// Size after the resize step for an image of `w` × `h` (torchvision's and HF's rounding:
     /// the longer side is truncated).
     fn resized_size(&self, w: u32, h: u32) -> (u32, u32) {

@@ -103,6 +103,16 @@ impl VisionTower {
 
     /// Embeds already preprocessed CHW pixels (any number of images, back to back).
     pub fn embed_pixels(&self, pixels: &[f32]) -> Result<Vec<Embedding>> {
+        self.embed_pixels_on(pixels, self.threads)
+    }
+
+    /// [`Self::embed_pixels`] on the calling thread only: for callers that run their own
+    /// workers (the photo indexer).
+    pub fn embed_pixels_here(&self, pixels: &[f32]) -> Result<Vec<Embedding>> {
+        self.embed_pixels_on(pixels, 1)
+    }
+
+    fn embed_pixels_on(&self, pixels: &[f32], threads: usize) -> Result<Vec<Embedding>> {
         let (w, h) = self.preprocess.output_size();
         let per = 3 * w as usize * h as usize;
         if pixels.is_empty() || !pixels.len().is_multiple_of(per) {
@@ -114,7 +124,7 @@ impl VisionTower {
         // Split the images over the worker threads (one plan, one state per run), at most
         // `batch` images per run.
         let n = pixels.len() / per;
-        let workers = self.threads.clamp(1, n);
+        let workers = threads.clamp(1, n);
         let per_run = if self.fixed_batch {
             self.batch
         } else {
