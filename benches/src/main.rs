@@ -4,6 +4,9 @@
 //!   runs it beside ONNX Runtime on the same ONNX files, in one run, and reports the ratio.
 //! - `fashion-accuracy MODEL`: zero-shot accuracy of the Fashion-MNIST CLIP on the 10k test
 //!   images (Debian `dataset-fashion-mnist`), fp32 / int8 / f16.
+//! - `index MODEL DIR`: photo-indexing throughput into a fresh index; `benches/compare_index.py`
+//!   runs it beside a Python ONNX Runtime + PIL pipeline on the same photos.
+//! - `calibrate-tags MODEL`: precision and recall of tags over the threshold, on Fashion-MNIST.
 
 use std::time::Instant;
 
@@ -11,6 +14,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+use glimpse::photos::{PhotoIndex, ScanOptions};
 use glimpse::{ClipModel, LoadOptions};
 use serde_json::json;
 
@@ -31,6 +35,26 @@ enum Command {
         /// Fashion-MNIST's idx files.
         #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
         data: PathBuf,
+    },
+    /// Photos per second indexing a folder into a fresh index (model load excluded).
+    Index {
+        model: PathBuf,
+        dir: PathBuf,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+    },
+    /// Tag precision / recall over thresholds: calibrated on 10k Fashion-MNIST training
+    /// images, checked on the 10k test images.
+    CalibrateTags {
+        model: PathBuf,
+        #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+        data: PathBuf,
+        /// The precision the chosen threshold must reach on the calibration images.
+        #[arg(long, default_value_t = 0.9)]
+        precision: f64,
     },
 }
 
@@ -73,6 +97,17 @@ fn main() -> glimpse::Result<()> {
     match Cli::parse().command {
         Command::Speed(a) => speed(a),
         Command::FashionAccuracy { model, data } => fashion_accuracy(&model, &data),
+        Command::Index {
+            model,
+            dir,
+            threads,
+            batch,
+        } => index(&model, &dir, threads, batch),
+        Command::CalibrateTags {
+            model,
+            data,
+            precision,
+        } => calibrate_tags(&model, &data, precision),
     }
 }
 
@@ -130,6 +165,133 @@ fn read_idx(path: &Path) -> glimpse::Result<(Vec<usize>, Vec<u8>)> {
     Ok((dims, data[4 + 4 * rank..].to_vec()))
 }
 
+/// Fashion-MNIST images (as RGB) and labels of one split (`train` or `t10k`).
+fn fashion_split(data: &Path, split: &str) -> glimpse::Result<(Vec<glimpse::RgbImage>, Vec<u8>)> {
+    let (dims, pixels) = read_idx(&data.join(format!("{split}-images-idx3-ubyte.gz")))?;
+    let (_, labels) = read_idx(&data.join(format!("{split}-labels-idx1-ubyte.gz")))?;
+    let images = pixels
+        .chunks(dims[1] * dims[2])
+        .map(|p| {
+            let grey =
+                image::GrayImage::from_raw(dims[2] as u32, dims[1] as u32, p.to_vec()).unwrap();
+            image::DynamicImage::ImageLuma8(grey).to_rgb8()
+        })
+        .collect();
+    Ok((images, labels))
+}
+
+fn fashion_classes(model: &Path) -> glimpse::Result<Vec<String>> {
+    let text = std::fs::read_to_string(model.join("eval.json"))
+        .map_err(|e| glimpse::Error::InvalidArgument(e.to_string()))?;
+    let eval: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| glimpse::Error::InvalidArgument(e.to_string()))?;
+    Ok(eval["classes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect())
+}
+
+fn index(model: &Path, dir: &Path, threads: usize, batch: usize) -> glimpse::Result<()> {
+    let m = ClipModel::load(model)?;
+    let tmp = std::env::temp_dir().join(format!("glimpse-bench-{}.sqlite", std::process::id()));
+    let index = PhotoIndex::open(&tmp, &m)?;
+    let opts = ScanOptions {
+        threads,
+        batch,
+        ..ScanOptions::default()
+    };
+    let t = Instant::now();
+    let report = index.index_dir(dir, &opts, |_, _| {})?;
+    let secs = t.elapsed().as_secs_f64();
+    drop(index);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
+    }
+    println!(
+        "{}",
+        json!({"photos": report.added, "skipped": report.skipped.len(), "seconds": secs,
+               "photos_per_s": report.added as f64 / secs, "threads": threads, "batch": batch})
+    );
+    Ok(())
+}
+
+/// (class, probability) of one image, most probable first.
+type ClassProbs = Vec<(usize, f32)>;
+
+fn calibrate_tags(model: &Path, data: &Path, want: f64) -> glimpse::Result<()> {
+    let m = ClipModel::load(model)?;
+    let classes = fashion_classes(model)?;
+    let zs = m.zero_shot(&classes, glimpse::photos::TAG_TEMPLATES)?;
+    let max_tags = glimpse::photos::TagOptions::default().max_tags;
+    // (precision, recall, tags per image) of the tags at `t`.
+    let score = |probs: &[ClassProbs], labels: &[u8], t: f32| {
+        let (mut emitted, mut right) = (0usize, 0usize);
+        for (p, &l) in probs.iter().zip(labels) {
+            for &(c, s) in p.iter().take(max_tags) {
+                if s >= t {
+                    emitted += 1;
+                    right += (c == l as usize) as usize;
+                }
+            }
+        }
+        let n = labels.len() as f64;
+        (
+            right as f64 / emitted.max(1) as f64,
+            right as f64 / n,
+            emitted as f64 / n,
+        )
+    };
+    let probs_of = |split: &str, n: usize| -> glimpse::Result<(Vec<ClassProbs>, Vec<u8>)> {
+        let (images, labels) = fashion_split(data, split)?;
+        let embs = m.embed_images(&images[..n.min(images.len())])?;
+        let probs = embs
+            .iter()
+            .map(|e| {
+                zs.classify(e)
+                    .into_iter()
+                    .map(|p| {
+                        (
+                            classes.iter().position(|c| *c == p.label).unwrap(),
+                            p.probability,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok((probs, labels[..n.min(labels.len())].to_vec()))
+    };
+    let (cal, cal_labels) = probs_of("train", 10_000)?;
+    let (test, test_labels) = probs_of("t10k", 10_000)?;
+    println!("| threshold | precision (train 10k) | recall | tags/photo | precision (test 10k) | recall |");
+    println!("|---|---|---|---|---|---|");
+    let mut chosen = None;
+    for i in 1..=18 {
+        let t = i as f32 * 0.05;
+        let (p, r, k) = score(&cal, &cal_labels, t);
+        let (tp, tr, _) = score(&test, &test_labels, t);
+        println!(
+            "| {t:.2} | {:.1}% | {:.1}% | {k:.2} | {:.1}% | {:.1}% |",
+            p * 100.0,
+            r * 100.0,
+            tp * 100.0,
+            tr * 100.0
+        );
+        if chosen.is_none() && p >= want {
+            chosen = Some(t);
+        }
+    }
+    match chosen {
+        Some(t) => println!(
+            "lowest threshold with precision >= {:.0}% on the calibration images: {t:.2}",
+            want * 100.0
+        ),
+        None => println!("no threshold reaches precision {:.0}%", want * 100.0),
+    }
+    Ok(())
+}
+
 fn fashion_accuracy(model: &Path, data: &Path) -> glimpse::Result<()> {
     let eval: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(model.join("eval.json"))
@@ -145,16 +307,7 @@ fn fashion_accuracy(model: &Path, data: &Path) -> glimpse::Result<()> {
             .collect()
     };
     let (classes, templates) = (strings("classes"), strings("templates"));
-    let (dims, pixels) = read_idx(&data.join("t10k-images-idx3-ubyte.gz"))?;
-    let (_, labels) = read_idx(&data.join("t10k-labels-idx1-ubyte.gz"))?;
-    let images: Vec<glimpse::RgbImage> = pixels
-        .chunks(dims[1] * dims[2])
-        .map(|p| {
-            let grey =
-                image::GrayImage::from_raw(dims[2] as u32, dims[1] as u32, p.to_vec()).unwrap();
-            image::DynamicImage::ImageLuma8(grey).to_rgb8()
-        })
-        .collect();
+    let (images, labels) = fashion_split(data, "t10k")?;
     let variants = [
         ("fp32", LoadOptions::default()),
         (

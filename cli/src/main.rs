@@ -1,5 +1,7 @@
 //! `glimpse`: CLIP embeddings, zero-shot classification and image-text similarity
-//! from the command line.
+//! from the command line, and an offline photo library (index, search, tags, dupes).
+
+mod library;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,9 +29,17 @@ struct Cli {
     /// Run float math in f16 (for ARM cores with FP16 arithmetic; emulated, slower, elsewhere).
     #[arg(long, global = true)]
     f16: bool,
-    /// Print JSON instead of text.
+    /// Print JSON instead of text (JSON lines for `index`).
     #[arg(long, global = true)]
     json: bool,
+    /// The photo index file (created by `index`). Defaults to $GLIMPSE_INDEX.
+    #[arg(
+        long,
+        env = "GLIMPSE_INDEX",
+        global = true,
+        default_value = "glimpse-index.sqlite"
+    )]
+    index: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +69,8 @@ enum Command {
     },
     /// Cosine similarity and CLIP logit between an image and a text.
     Similarity { image: PathBuf, text: String },
+    #[command(flatten)]
+    Library(library::LibraryCommand),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +96,11 @@ fn run(cli: &Cli) -> glimpse::Result<()> {
         ..LoadOptions::default()
     };
     match &cli.command {
+        Command::Library(cmd) => {
+            let (vision, text) = library::towers(cmd);
+            let model = ClipModel::load_with(dir, opts(vision, text))?;
+            library::run(cmd, &model, &cli.index, cli.json)?;
+        }
         Command::Embed { images, texts } => {
             if images.is_empty() && texts.is_empty() {
                 return Err(glimpse::Error::InvalidArgument(

@@ -173,3 +173,77 @@ fn help_explains_the_model_argument() {
             && text.contains("GLIMPSE_MODEL")
     );
 }
+
+/// `index` then `search`, `similar`, `tags` and `dupes` agree with the library on the same index.
+#[test]
+fn photo_library_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("i.sqlite");
+    let model = path("../models/fashion-clip");
+    let photos = path("images/fashion");
+    let base = ["--model", &model, "--index", db.to_str().unwrap(), "--json"];
+    let run = |args: &[&str]| -> Vec<Value> {
+        let all: Vec<&str> = base.iter().chain(args).copied().collect();
+        let out = glimpse(&all);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let labels = "t-shirt,trousers,pullover,dress,coat,sandal,shirt,sneaker,bag,ankle boot";
+    let events = run(&["index", &photos, "--labels", labels]);
+    let done = events.last().unwrap();
+    assert_eq!(
+        (done["event"].as_str(), done["added"].as_u64()),
+        (Some("done"), Some(10))
+    );
+
+    let search = &run(&["search", "a photo of a sneaker", "-k", "3"])[0];
+    let model_ = ClipModel::load(fixtures().join("../models/fashion-clip")).unwrap();
+    let index = glimpse::photos::PhotoIndex::open(&db, &model_).unwrap();
+    let lib = index
+        .search_text("a photo of a sneaker", 3, &Default::default())
+        .unwrap();
+    let keys: Vec<&str> = search["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, lib.iter().map(|h| h.key.as_str()).collect::<Vec<_>>());
+
+    let sandal = path("images/fashion/sandal.png");
+    let similar = &run(&["similar", &sandal, "-k", "2"])[0];
+    assert_eq!(similar["hits"].as_array().unwrap().len(), 2);
+    assert!(
+        similar["hits"][0]["key"].as_str().unwrap()
+            != std::fs::canonicalize(&sandal).unwrap().to_str().unwrap()
+    );
+
+    let tags = &run(&["tags", &path("images/fashion/bag.png")])[0];
+    assert_eq!(tags["tags"][0]["label"], "bag");
+
+    let dupes = &run(&["dupes", "--threshold", "0.9999"])[0];
+    assert_eq!(dupes["groups"].as_array().unwrap().len(), 0);
+
+    // Another model's index is refused with one line.
+    let out = glimpse(&[
+        "--model",
+        &path("clip-vit-tiny"),
+        "--index",
+        db.to_str().unwrap(),
+        "search",
+        "x",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fashion-clip") && err.lines().count() == 1,
+        "{err}"
+    );
+}

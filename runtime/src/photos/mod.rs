@@ -13,10 +13,10 @@
 //! ```
 //!
 //! Stages: [`scan`] (walk, decode, embed in parallel) → `store` (SQLite, one transaction
-//! per batch) → `search` (int8 brute force) and [`tags`].
+//! per batch) → [`search`] (int8 brute force) and [`tags`].
 
 pub mod scan;
-mod search;
+pub mod search;
 mod store;
 pub mod tags;
 

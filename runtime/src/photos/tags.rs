@@ -125,10 +125,11 @@ pub struct TagOptions {
 }
 
 impl Default for TagOptions {
-    /// Threshold 0.3, at most 5 tags: calibrated on the demo model (BENCHMARKS.md).
+    /// Threshold 0.65, at most 5 tags: the lowest threshold with 90% tag precision on the
+    /// demo model (`glimpse-bench calibrate-tags`, BENCHMARKS.md).
     fn default() -> Self {
         TagOptions {
-            threshold: 0.3,
+            threshold: 0.65,
             max_tags: 5,
         }
     }
