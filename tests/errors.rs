@@ -5,7 +5,7 @@ use std::path::Path;
 
 use glimpse::decode::{decode, ImageLimits};
 use glimpse::{ClipModel, Error, LoadOptions};
-use glimpse_tests::{copy_bundle, fixtures};
+use glimpse_tests::{copy_bundle, fixtures, png_header};
 
 fn load_err(dir: &Path) -> Error {
     ClipModel::load(dir).expect_err("loading should fail")
@@ -211,38 +211,6 @@ fn unreadable_and_empty_images() {
         matches!(e, Error::Io { .. }) && e.to_string().contains("absent.jpg"),
         "{e}"
     );
-}
-
-/// A PNG whose header claims `w` × `h` pixels, with one tiny IDAT chunk.
-fn png_header(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::new(1, 1);
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )
-    .unwrap();
-    // Patch IHDR's width/height (bytes 16..24) and its CRC (bytes 29..33).
-    bytes[16..20].copy_from_slice(&w.to_be_bytes());
-    bytes[20..24].copy_from_slice(&h.to_be_bytes());
-    let crc = crc32(&bytes[12..29]);
-    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
-    bytes
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]

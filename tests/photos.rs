@@ -316,6 +316,10 @@ fn bytes_by_id_remove_and_similar() {
     let dir = tempfile::tempdir().unwrap();
     let model = fashion();
     let index = PhotoIndex::open(dir.path().join("i.sqlite"), &model).unwrap();
+    assert!(
+        index.vocabulary().is_empty(),
+        "no vocabulary before the first photo"
+    );
     for name in ["sneaker", "sandal", "bag", "ankle-boot"] {
         let bytes = fs::read(fixtures().join(format!("images/fashion/{name}.png"))).unwrap();
         index.add_bytes(&format!("id:{name}"), &bytes).unwrap();

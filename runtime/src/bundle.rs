@@ -17,6 +17,12 @@ pub const DEFAULT_LOGIT_SCALE: f32 = 100.0;
 const DEFAULT_CONTEXT: usize = 77;
 /// transformers.js names a graph's int8 version `<graph>_quantized.onnx`.
 const QUANTIZED_SUFFIX: &str = "_quantized";
+/// Optional checksums of a bundle's files, in `sha256sum` output format.
+pub const CHECKSUMS: &str = "SHA256SUMS";
+/// Default [`LoadOptions::max_model_bytes`]: 8 GiB.
+pub const DEFAULT_MAX_MODEL_BYTES: u64 = 8 << 30;
+/// Default [`LoadOptions::max_text_bytes`]: 16 KiB, far past CLIP's 77 tokens.
+pub const DEFAULT_MAX_TEXT_BYTES: usize = 16 << 10;
 
 /// Which files of a bundle to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +39,10 @@ pub struct LoadOptions {
     /// Threads an image batch is split over (one graph run per thread). Default: the
     /// machine's available parallelism.
     pub threads: usize,
+    /// Largest graph file accepted, checked before reading it.
+    pub max_model_bytes: u64,
+    /// Longest text accepted (UTF-8 bytes); longer texts are an error, not tokenised.
+    pub max_text_bytes: usize,
 }
 
 impl Default for LoadOptions {
@@ -43,6 +53,8 @@ impl Default for LoadOptions {
             quantized: false,
             f16: false,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
+            max_text_bytes: DEFAULT_MAX_TEXT_BYTES,
         }
     }
 }
@@ -71,6 +83,10 @@ pub struct GraphSpec {
     pub path: PathBuf,
     pub input: String,
     pub output: String,
+    /// The file's expected SHA-256 (hex), from the manifest or `SHA256SUMS`.
+    pub sha256: Option<String>,
+    /// Largest accepted file size.
+    pub max_bytes: u64,
 }
 
 /// Everything needed to build a CLIP model from a directory.
@@ -106,6 +122,7 @@ struct ManifestGraph {
     graph: String,
     input: String,
     output: String,
+    sha256: Option<String>,
 }
 
 impl BundleSpec {
@@ -119,11 +136,30 @@ impl BundleSpec {
             ));
         }
         let manifest = dir.join(MANIFEST);
-        let spec = if manifest.exists() {
+        let mut spec = if manifest.exists() {
             Self::from_manifest(dir, &manifest, opts)?
         } else {
             Self::from_hf_layout(dir, opts)?
         };
+        let sums = read_checksums(dir)?;
+        for g in [&mut spec.vision, &mut spec.text].into_iter().flatten() {
+            g.max_bytes = opts.max_model_bytes;
+            let listed = g
+                .path
+                .strip_prefix(dir)
+                .ok()
+                .and_then(|rel| sums.get(&rel.to_string_lossy().replace('\\', "/")));
+            match (&g.sha256, listed) {
+                (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b) => {
+                    return Err(Error::bundle(
+                        &g.path,
+                        format!("{MANIFEST} and {CHECKSUMS} list different SHA-256s"),
+                    ))
+                }
+                (None, Some(b)) => g.sha256 = Some(b.clone()),
+                _ => {}
+            }
+        }
         if opts.vision && spec.vision.is_none() {
             return Err(Error::bundle(dir, "no image tower: expected onnx/vision_model.onnx or a `vision` entry in glimpse.json"));
         }
@@ -188,10 +224,18 @@ impl BundleSpec {
                     } else {
                         path
                     };
+                    // A listed hash is of the named graph, not of its int8 sibling.
+                    let sha256 = if path.ends_with(&g.graph) {
+                        g.sha256
+                    } else {
+                        None
+                    };
                     Ok(Some(GraphSpec {
                         path,
                         input: g.input,
                         output: g.output,
+                        sha256,
+                        max_bytes: DEFAULT_MAX_MODEL_BYTES,
                     }))
                 }
                 _ => Ok(None),
@@ -244,6 +288,8 @@ impl BundleSpec {
                     path,
                     input: input.into(),
                     output: output.into(),
+                    sha256: None,
+                    max_bytes: DEFAULT_MAX_MODEL_BYTES,
                 })
         };
         let pre_path = dir.join("preprocessor_config.json");
@@ -269,6 +315,41 @@ impl BundleSpec {
             logit_scale: DEFAULT_LOGIT_SCALE,
         })
     }
+}
+
+/// `SHA256SUMS` (as `sha256sum` writes it: hex, two spaces or " *", relative path), if the
+/// bundle has one: relative path → lowercase hex.
+fn read_checksums(dir: &Path) -> Result<std::collections::HashMap<String, String>> {
+    let path = dir.join(CHECKSUMS);
+    let mut out = std::collections::HashMap::new();
+    if !path.is_file() {
+        return Ok(out);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let parsed = line.split_once(' ').and_then(|(hash, rest)| {
+            let name = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('*'))?;
+            let ok = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+            ok.then(|| {
+                (
+                    name.trim_start_matches("./").to_owned(),
+                    hash.to_ascii_lowercase(),
+                )
+            })
+        });
+        let (name, hash) = parsed.ok_or_else(|| {
+            Error::bundle(
+                &path,
+                format!("line {}: expected `<64 hex digits>  <file>`", n + 1),
+            )
+        })?;
+        out.insert(name, hash);
+    }
+    Ok(out)
 }
 
 /// `text_config.max_position_embeddings` from config.json, or CLIP's 77.

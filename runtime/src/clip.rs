@@ -52,7 +52,13 @@ impl ClipModel {
             None => None,
         };
         let text = match (&spec.text, &spec.tokenizer) {
-            (Some(g), Some(src)) => Some(TextTower::load(g, src, spec.context_length, opts.f16)?),
+            (Some(g), Some(src)) => Some(TextTower::load(
+                g,
+                src,
+                spec.context_length,
+                opts.f16,
+                opts.max_text_bytes,
+            )?),
             _ => None,
         };
         Ok(ClipModel {

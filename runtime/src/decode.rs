@@ -37,13 +37,26 @@ impl Default for ImageLimits {
 
 /// Reads and decodes an image file.
 pub fn decode_file(path: &Path, limits: &ImageLimits) -> Result<RgbImage> {
+    let data = read_file(path, limits)?;
+    decode(&data, &path.display().to_string(), limits)
+}
+
+/// Reads an image file, refusing one over the byte limit without reading it.
+pub fn read_file(path: &Path, limits: &ImageLimits) -> Result<Vec<u8>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > limits.max_bytes {
+        return Err(Error::Image {
+            name: path.display().to_string(),
+            reason: format!("{len} bytes is over the {} byte limit", limits.max_bytes),
+        });
+    }
     let mut data = Vec::new();
-    // Read one byte past the limit to tell "at the limit" from "over it".
+    // Read one byte past the limit: the file may have grown since.
     file.take(limits.max_bytes + 1)
         .read_to_end(&mut data)
         .map_err(|e| Error::io(path, e))?;
-    decode(&data, &path.display().to_string(), limits)
+    Ok(data)
 }
 
 fn image_error(name: &str) -> impl Fn(String) -> Error + '_ {

@@ -36,6 +36,13 @@ pub enum Error {
     /// An argument is out of its domain (empty label list, mismatched lengths...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A file's SHA-256 differs from the one its bundle lists: corrupt, or another file.
+    #[error("{}: SHA-256 is {actual}, the bundle expects {expected}: the file is corrupt or not the one the bundle was made with", path.display())]
+    Integrity {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     /// A photo index file could not be opened, read or written, or belongs to another model.
     #[error("index {}: {reason}", path.display())]
     Index { path: PathBuf, reason: String },

@@ -7,6 +7,7 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core;
 
+use crate::bundle::GraphSpec;
 use crate::error::{Error, Result};
 use crate::onnx_ops::onnx;
 
@@ -48,9 +49,43 @@ pub(crate) struct Graph {
 }
 
 impl GraphFile {
-    /// Reads and decodes an ONNX protobuf.
-    pub fn read(path: &Path) -> Result<Self> {
+    /// Reads a bundle's graph: refused over its size limit before reading, checked against
+    /// its SHA-256 when the bundle lists one, then decoded.
+    pub fn open(spec: &GraphSpec) -> Result<Self> {
+        let path = spec.path.as_path();
+        let model_err = |reason: String| Error::Model {
+            path: path.to_owned(),
+            reason,
+        };
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        if len > spec.max_bytes {
+            return Err(model_err(format!(
+                "the file is {len} bytes, over the {} byte limit (LoadOptions::max_model_bytes)",
+                spec.max_bytes
+            )));
+        }
         let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        if let Some(expected) = &spec.sha256 {
+            use sha2::{Digest, Sha256};
+            let actual: String = Sha256::digest(&data)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(Error::Integrity {
+                    path: path.to_owned(),
+                    expected: expected.to_ascii_lowercase(),
+                    actual,
+                });
+            }
+        }
+        Self::parse(path, &data)
+    }
+
+    /// Decodes an ONNX protobuf; `path` names it in errors.
+    pub fn parse(path: &Path, data: &[u8]) -> Result<Self> {
         let model_err = |reason: String| Error::Model {
             path: path.to_owned(),
             reason,
@@ -58,13 +93,11 @@ impl GraphFile {
         if data.is_empty() {
             return Err(model_err("the file is empty".into()));
         }
-        let mut proto = onnx()
-            .proto_model_for_read(&mut data.as_slice())
-            .map_err(|e| {
-                model_err(format!(
-                    "not an ONNX protobuf (truncated or another format?): {e:#}"
-                ))
-            })?;
+        let mut proto = onnx().proto_model_for_read(&mut &data[..]).map_err(|e| {
+            model_err(format!(
+                "not an ONNX protobuf (truncated or another format?): {e:#}"
+            ))
+        })?;
         crate::qdq::keep_softmax_in_float(&mut proto);
         let graph = proto
             .graph

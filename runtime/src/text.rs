@@ -35,8 +35,9 @@ impl TextTower {
         tokenizer: &TokenizerSource,
         context_length: usize,
         half: bool,
+        max_text_bytes: usize,
     ) -> Result<Self> {
-        let file = GraphFile::read(&spec.path)?;
+        let file = GraphFile::open(spec)?;
         let ids = file.input(&spec.input)?.clone();
         file.require_output(&spec.output)?;
         if ids.dims.len() != 2 && !ids.dims.is_empty() {
@@ -83,10 +84,11 @@ impl TextTower {
                 Err(e) => return Err(e),
             };
         let inputs = inputs.into_iter().map(|(_, is_mask, _)| is_mask).collect();
-        let tokenizer = ClipTokenizer::load(
+        let mut tokenizer = ClipTokenizer::load(
             tokenizer,
             fixed_len.unwrap_or(context_length).min(context_length),
         )?;
+        tokenizer.set_max_text_bytes(max_text_bytes);
         Ok(TextTower {
             graph,
             tokenizer,
@@ -114,6 +116,12 @@ impl TextTower {
     pub fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Embedding>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(self.batch) {
+            let vocab = self.tokenizer.vocab_size();
+            if let Some(bad) = chunk.iter().flatten().find(|&&id| id as usize >= vocab) {
+                return Err(Error::InvalidArgument(format!(
+                    "token id {bad} is outside the {vocab}-token vocabulary"
+                )));
+            }
             let longest = chunk.iter().map(Vec::len).max().unwrap_or(0);
             let len = self.fixed_len.unwrap_or(longest);
             if longest > len || longest == 0 {

@@ -61,6 +61,7 @@ impl TokenizerSource {
 pub struct ClipTokenizer {
     inner: Tokenizer,
     context_length: usize,
+    max_text_bytes: usize,
     bos: u32,
     eos: u32,
 }
@@ -116,14 +117,33 @@ impl ClipTokenizer {
         Ok(ClipTokenizer {
             inner,
             context_length,
+            max_text_bytes: crate::bundle::DEFAULT_MAX_TEXT_BYTES,
             bos,
             eos,
         })
     }
 
+    /// Refuses texts longer than `bytes` (UTF-8) instead of tokenising them.
+    pub fn set_max_text_bytes(&mut self, bytes: usize) {
+        self.max_text_bytes = bytes;
+    }
+
+    /// Number of ids in the vocabulary (every id `encode` returns is below it).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     /// Token ids of `text`: start token, content (truncated), end token.
-    /// Text with no content once cleaned (empty, only spaces) is an error.
+    /// Text with no content once cleaned (empty, only spaces) or over the length limit is
+    /// an error.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        if text.len() > self.max_text_bytes {
+            return Err(Error::Text(format!(
+                "{} bytes of text is over the {} byte limit (LoadOptions::max_text_bytes)",
+                text.len(),
+                self.max_text_bytes
+            )));
+        }
         let enc = self
             .inner
             .encode(text, true)

@@ -31,7 +31,7 @@ impl VisionTower {
         half: bool,
         threads: usize,
     ) -> Result<Self> {
-        let file = GraphFile::read(&spec.path)?;
+        let file = GraphFile::open(spec)?;
         let port = file.input(&spec.input)?.clone();
         file.require_output(&spec.output)?;
         let (w, h) = preprocess.output_size();

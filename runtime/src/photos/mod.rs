@@ -142,8 +142,8 @@ impl Catalog {
 
 impl PhotoIndex {
     /// Opens the index file at `path` (created if absent) for `model`. An index built
-    /// with another model is refused. A new index gets the default tag vocabulary when the
-    /// model has its text tower.
+    /// with another model is refused. An index without a tag vocabulary gets the default
+    /// one when its first photos are added (if the model has its text tower).
     pub fn open(path: impl AsRef<Path>, model: &ClipModel) -> Result<Self> {
         let path = path.as_ref().to_owned();
         let store = Store::open(&path, model.id(), model.name())?;
@@ -181,9 +181,6 @@ impl PhotoIndex {
             store: Mutex::new(store),
             catalog: RwLock::new(catalog),
         };
-        if index.read().vocab.is_none() && model.text().is_ok() {
-            index.set_vocabulary(DEFAULT_VOCABULARY)?;
-        }
         Ok(index)
     }
 
@@ -273,6 +270,9 @@ impl PhotoIndex {
 
     /// Writes a batch (tagging its new photos) and mirrors it in memory.
     fn commit(&self, mut batch: Batch) -> Result<()> {
+        if !batch.photos.is_empty() && self.read().vocab.is_none() && self.model.text().is_ok() {
+            self.set_vocabulary(DEFAULT_VOCABULARY)?;
+        }
         {
             let catalog = self.read();
             if let Some(vocab) = &catalog.vocab {
@@ -486,7 +486,7 @@ impl PhotoIndex {
 
     /// Reads, decodes (DCT-scaled) and embeds one image file.
     pub fn embed_file(&self, path: &Path) -> Result<Embedding> {
-        let data = scan::read_limited(path, &self.model.image_limits())?;
+        let data = crate::decode::read_file(path, &self.model.image_limits())?;
         let name = path.display().to_string();
         let vision = self.model.vision()?;
         let pre = vision.preprocess_config();

@@ -1,7 +1,6 @@
 //! Indexing a folder: walk it, skip what is current, then read, hash, decode (DCT-scaled),
 //! preprocess and embed on every core, committing each batch as one transaction.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -13,7 +12,7 @@ use super::search::quantize;
 use super::store::{Batch, FileState, NewPhoto, Skip};
 use super::PhotoIndex;
 use crate::clip::ClipModel;
-use crate::decode::{decode_scaled, taken_at, ImageLimits};
+use crate::decode::{decode_scaled, read_file, taken_at, ImageLimits};
 use crate::error::{Error, Result};
 
 /// File extensions read as images.
@@ -136,14 +135,7 @@ impl PhotoIndex {
                 Err(e) => {
                     let path = e.path().unwrap_or(&root).to_owned();
                     let reason = e.to_string();
-                    progress(
-                        &ScanEvent::Skipped {
-                            path: &path,
-                            reason: &reason,
-                        },
-                        &report,
-                    );
-                    report.skipped.push((path, reason));
+                    skipped(&mut report, &mut progress, path, reason);
                 }
             }
         }
@@ -151,14 +143,7 @@ impl PhotoIndex {
             files.into_iter().partition(|p| has_image_extension(p));
         for path in others {
             let reason = "not an image file (by its extension)".to_string();
-            progress(
-                &ScanEvent::Skipped {
-                    path: &path,
-                    reason: &reason,
-                },
-                &report,
-            );
-            report.skipped.push((path, reason));
+            skipped(&mut report, &mut progress, path, reason);
         }
         report.found = images.len();
         let mut removed = Vec::new();
@@ -218,14 +203,7 @@ impl PhotoIndex {
                 Ok(m) => m,
                 Err(e) => {
                     let reason = e.to_string();
-                    progress(
-                        &ScanEvent::Skipped {
-                            path: &path,
-                            reason: &reason,
-                        },
-                        report,
-                    );
-                    report.skipped.push((path, reason));
+                    skipped(report, progress, path, reason);
                     continue;
                 }
             };
@@ -234,14 +212,7 @@ impl PhotoIndex {
             match &state {
                 Some(s) if s.size == size && s.mtime_ns == mtime_ns => {
                     if let Some(reason) = &s.skipped {
-                        progress(
-                            &ScanEvent::Skipped {
-                                path: &path,
-                                reason,
-                            },
-                            report,
-                        );
-                        report.skipped.push((path, reason.clone()));
+                        skipped(report, progress, path, reason.clone());
                     } else {
                         report.unchanged += 1;
                     }
@@ -329,7 +300,7 @@ impl PhotoIndex {
             .chain(w.touched.iter().map(|t| t.0.clone()))
             .collect();
         let (n_new, n_touched) = (w.photos.len(), w.touched.len());
-        let skipped: Vec<(PathBuf, String)> = w
+        let failed: Vec<(PathBuf, String)> = w
             .skipped
             .iter()
             .map(|(p, s)| (p.clone(), s.reason.clone()))
@@ -346,18 +317,28 @@ impl PhotoIndex {
         if !keys.is_empty() {
             progress(&ScanEvent::Committed { keys: &keys }, report);
         }
-        for (path, reason) in skipped {
-            progress(
-                &ScanEvent::Skipped {
-                    path: &path,
-                    reason: &reason,
-                },
-                report,
-            );
-            report.skipped.push((path, reason));
+        for (path, reason) in failed {
+            skipped(report, progress, path, reason);
         }
         Ok(())
     }
+}
+
+/// Reports a file that was not indexed, and records it.
+fn skipped(
+    report: &mut ScanReport,
+    progress: &mut dyn FnMut(&ScanEvent, &ScanReport),
+    path: PathBuf,
+    reason: String,
+) {
+    progress(
+        &ScanEvent::Skipped {
+            path: &path,
+            reason: &reason,
+        },
+        report,
+    );
+    report.skipped.push((path, reason));
 }
 
 /// Reads, checks, decodes and embeds one batch of files (on a worker thread).
@@ -376,7 +357,7 @@ fn work(model: &ClipModel, chunk: &[Candidate], limits: &ImageLimits) -> Result<
                 },
             )
         };
-        let data = match read_limited(&c.path, limits) {
+        let data = match read_file(&c.path, limits) {
             Ok(d) => d,
             Err(e) => {
                 out.skipped.push(skip(reason_of(e)));
@@ -401,16 +382,6 @@ fn work(model: &ClipModel, chunk: &[Candidate], limits: &ImageLimits) -> Result<
         out.photos = embed(model, prepared)?;
     }
     Ok(out)
-}
-
-/// Reads a file, refusing one over the byte limit before reading it all.
-pub(crate) fn read_limited(path: &Path, limits: &ImageLimits) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut data = Vec::new();
-    file.take(limits.max_bytes + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| Error::io(path, e))?;
-    Ok(data)
 }
 
 /// Decodes and preprocesses one image for the image tower.

@@ -164,102 +164,83 @@ impl Store {
         }
     }
 
+    /// All rows of a query, each turned into a `T` by `row`.
+    fn query<T>(
+        &self,
+        sql: &str,
+        row: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        let rows = st.query_map([], row).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<T>>>()
+            .map_err(|e| self.err(e))
+    }
+
     /// Every stored photo with its tags.
     pub fn photos(&self) -> Result<Vec<StoredPhoto>> {
         let mut tags: HashMap<i64, Vec<(usize, f32)>> = HashMap::new();
-        let mut st = self
-            .conn
-            .prepare("SELECT photo_id, label, score FROM tags ORDER BY photo_id, score DESC")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
+        let rows = self.query(
+            "SELECT photo_id, label, score FROM tags ORDER BY photo_id, score DESC",
+            |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
                     r.get::<_, f64>(2)?,
                 ))
-            })
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (id, label, score) = row.map_err(|e| self.err(e))?;
+            },
+        )?;
+        for (id, label, score) in rows {
             tags.entry(id)
                 .or_default()
                 .push((label as usize, score as f32));
         }
-        let mut st = self
-            .conn
-            .prepare("SELECT id, key, taken_at, scale, embedding FROM photos ORDER BY id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                let id: i64 = r.get(0)?;
+        let mut photos = self.query(
+            "SELECT id, key, taken_at, scale, embedding FROM photos ORDER BY id",
+            |r| {
                 let blob: Vec<u8> = r.get(4)?;
                 Ok(StoredPhoto {
-                    id,
+                    id: r.get(0)?,
                     key: r.get(1)?,
                     taken_at: r.get(2)?,
                     scale: r.get::<_, f64>(3)? as f32,
                     embedding: blob.into_iter().map(|b| b as i8).collect(),
                     tags: Vec::new(),
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.map(|r| {
-            let mut p = r.map_err(|e| self.err(e))?;
+            },
+        )?;
+        for p in &mut photos {
             p.tags = tags.remove(&p.id).unwrap_or_default();
-            Ok(p)
-        })
-        .collect()
+        }
+        Ok(photos)
     }
 
     /// What is known of every file key: size, mtime and hash of indexed ones, and the
     /// stat and reason of skipped ones.
     pub fn file_states(&self) -> Result<HashMap<String, FileState>> {
-        let mut out = HashMap::new();
-        let mut st = self
-            .conn
-            .prepare("SELECT key, size, mtime_ns, sha256 FROM photos")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                let hash: Vec<u8> = r.get(3)?;
-                Ok((
-                    r.get::<_, String>(0)?,
-                    FileState {
-                        size: r.get::<_, i64>(1)? as u64,
-                        mtime_ns: r.get(2)?,
-                        sha256: hash.try_into().ok(),
-                        skipped: None,
-                    },
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        for r in rows {
-            let (k, v) = r.map_err(|e| self.err(e))?;
-            out.insert(k, v);
-        }
-        let mut st = self
-            .conn
-            .prepare("SELECT key, size, mtime_ns, reason FROM skipped")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    FileState {
-                        size: r.get::<_, i64>(1)? as u64,
-                        mtime_ns: r.get(2)?,
-                        sha256: None,
-                        skipped: Some(r.get(3)?),
-                    },
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        for r in rows {
-            let (k, v) = r.map_err(|e| self.err(e))?;
-            out.insert(k, v);
-        }
-        Ok(out)
+        let indexed = self.query("SELECT key, size, mtime_ns, sha256 FROM photos", |r| {
+            let hash: Vec<u8> = r.get(3)?;
+            Ok((
+                r.get::<_, String>(0)?,
+                FileState {
+                    size: r.get::<_, i64>(1)? as u64,
+                    mtime_ns: r.get(2)?,
+                    sha256: hash.try_into().ok(),
+                    skipped: None,
+                },
+            ))
+        })?;
+        let skipped = self.query("SELECT key, size, mtime_ns, reason FROM skipped", |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                FileState {
+                    size: r.get::<_, i64>(1)? as u64,
+                    mtime_ns: r.get(2)?,
+                    sha256: None,
+                    skipped: Some(r.get(3)?),
+                },
+            ))
+        })?;
+        Ok(indexed.into_iter().chain(skipped).collect())
     }
 
     /// Writes a batch of changes in one transaction; returns the new photos' row ids.
@@ -336,28 +317,18 @@ impl Store {
 
     /// The vocabulary and its cached text embeddings, in position order.
     pub fn labels(&self) -> Result<(Vec<String>, Vec<Vec<f32>>)> {
-        let mut st = self
-            .conn
-            .prepare("SELECT label, embedding FROM labels ORDER BY position")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
+        let rows = self.query(
+            "SELECT label, embedding FROM labels ORDER BY position",
+            |r| {
                 let blob: Vec<u8> = r.get(1)?;
                 let emb = blob
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
                 Ok((r.get::<_, String>(0)?, emb))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut labels = Vec::new();
-        let mut embs = Vec::new();
-        for r in rows {
-            let (l, e) = r.map_err(|e| self.err(e))?;
-            labels.push(l);
-            embs.push(e);
-        }
-        Ok((labels, embs))
+            },
+        )?;
+        Ok(rows.into_iter().unzip())
     }
 
     /// Replaces the vocabulary and every photo's tags, in one transaction.

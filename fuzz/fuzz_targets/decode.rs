@@ -1,0 +1,29 @@
+//! Image bytes → decode (full and DCT-scaled) → CLIP preprocessing, EXIF date.
+#![no_main]
+
+use glimpse::decode::{decode, decode_scaled, taken_at, ImageLimits};
+use glimpse::preprocess::PreprocessConfig;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // Small limits keep each run fast; the limit checks themselves are under test too.
+    let limits = ImageLimits {
+        max_pixels: 1 << 22,
+        max_bytes: 1 << 20,
+        min_side: 8,
+    };
+    let cfg = PreprocessConfig::clip(32);
+    let _ = taken_at(data);
+    for img in [
+        decode(data, "fuzz", &limits),
+        decode_scaled(data, "fuzz", &limits, |w, h| cfg.needed_size(w, h)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut out = Vec::new();
+        if cfg.run(&img, &mut out).is_ok() {
+            assert_eq!(out.len(), 3 * 32 * 32);
+        }
+    }
+});

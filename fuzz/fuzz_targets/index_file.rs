@@ -1,0 +1,41 @@
+//! Bytes as a photo index file: opened (or refused) with the demo model, then searched,
+//! listed and checked.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use glimpse::photos::{PhotoIndex, SearchFilter};
+use glimpse::{ClipModel, LoadOptions};
+use libfuzzer_sys::fuzz_target;
+
+fn model() -> &'static ClipModel {
+    static M: OnceLock<ClipModel> = OnceLock::new();
+    M.get_or_init(|| {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/fashion-clip");
+        ClipModel::load_with(
+            dir,
+            LoadOptions {
+                threads: 1,
+                ..LoadOptions::vision_only()
+            },
+        )
+        .unwrap()
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.sqlite");
+    std::fs::write(&path, data).unwrap();
+    if let Ok(index) = PhotoIndex::open(&path, model()) {
+        let dim = index.keys().len();
+        let _ = index.search_embedding(&vec![0.1; 64], 5, &SearchFilter::default());
+        for k in index.keys() {
+            let _ = index.tags(&k);
+            let _ = index.similar(&k, 3, &SearchFilter::default());
+        }
+        let _ = index.duplicates(0.9);
+        let _ = index.check();
+        let _ = dim;
+    }
+});

@@ -1,0 +1,27 @@
+//! Any text (lossy UTF-8) → the real CLIP tokenizer: ids framed and within the context.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use glimpse::tokenize::{ClipTokenizer, TokenizerSource};
+use libfuzzer_sys::fuzz_target;
+
+fn tokenizer() -> &'static ClipTokenizer {
+    static T: OnceLock<ClipTokenizer> = OnceLock::new();
+    T.get_or_init(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/clip-tokenizer/tokenizer.json"
+        );
+        ClipTokenizer::load(&TokenizerSource::from_path(path.into()), 77).unwrap()
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let t = tokenizer();
+    if let Ok(ids) = t.encode(&text) {
+        assert!(ids.len() >= 3 && ids.len() <= 77);
+        assert!(ids.iter().all(|&i| (i as usize) < t.vocab_size()));
+    }
+});
