@@ -283,3 +283,19 @@ fn bad_text_and_arguments() {
         );
     }
 }
+
+/// Inputs the fuzzers (fuzz/) found crashing, each now a clean error.
+#[test]
+fn fuzz_regressions_are_errors() {
+    // A graph with an out-of-range Gather index: it loads, and tract panics running it.
+    let bundle = copy_bundle("clip-vit-tiny");
+    fs::copy(
+        fixtures().join("fuzz/onnx-gather-out-of-range.onnx"),
+        bundle.path().join("onnx/vision_model.onnx"),
+    )
+    .unwrap();
+    let model = ClipModel::load_with(bundle.path(), LoadOptions::vision_only()).unwrap();
+    let e = model.embed_pixels(&vec![0.0; 3 * 64 * 64]).unwrap_err();
+    assert!(matches!(e, Error::Inference { .. }), "{e:?}");
+    assert!(e.to_string().contains("internal panic"), "{e}");
+}

@@ -28,6 +28,7 @@ fn dir() -> &'static PathBuf {
 }
 
 fuzz_target!(|data: &[u8]| {
+    glimpse_fuzz_quiet_panics();
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
@@ -63,3 +64,11 @@ fuzz_target!(|data: &[u8]| {
         },
     );
 });
+
+/// Glimpse turns panics inside tract into errors; libfuzzer-sys's hook would abort on those
+/// too. A quiet hook keeps them errors, while a panic escaping Glimpse still aborts the run
+/// (libfuzzer-sys catches it and aborts).
+fn glimpse_fuzz_quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+}

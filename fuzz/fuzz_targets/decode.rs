@@ -6,6 +6,7 @@ use glimpse::preprocess::PreprocessConfig;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    glimpse_fuzz_quiet_panics();
     // Small limits keep each run fast; the limit checks themselves are under test too.
     let limits = ImageLimits {
         max_pixels: 1 << 22,
@@ -27,3 +28,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// Glimpse turns panics inside tract into errors; libfuzzer-sys's hook would abort on those
+/// too. A quiet hook keeps them errors, while a panic escaping Glimpse still aborts the run
+/// (libfuzzer-sys catches it and aborts).
+fn glimpse_fuzz_quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+}

@@ -24,6 +24,7 @@ fn model() -> &'static ClipModel {
 }
 
 fuzz_target!(|data: &[u8]| {
+    glimpse_fuzz_quiet_panics();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("index.sqlite");
     std::fs::write(&path, data).unwrap();
@@ -39,3 +40,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = dim;
     }
 });
+
+/// Glimpse turns panics inside tract into errors; libfuzzer-sys's hook would abort on those
+/// too. A quiet hook keeps them errors, while a panic escaping Glimpse still aborts the run
+/// (libfuzzer-sys catches it and aborts).
+fn glimpse_fuzz_quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+}

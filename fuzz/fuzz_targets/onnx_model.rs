@@ -23,6 +23,7 @@ fn dir() -> &'static PathBuf {
 }
 
 fuzz_target!(|data: &[u8]| {
+    glimpse_fuzz_quiet_panics();
     let d = dir();
     std::fs::write(d.join("onnx/vision_model.onnx"), data).unwrap();
     let opts = LoadOptions {
@@ -35,3 +36,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = model.embed_pixels(&vec![0.0; 3 * (w * h) as usize]);
     }
 });
+
+/// Glimpse turns panics inside tract into errors; libfuzzer-sys's hook would abort on those
+/// too. A quiet hook keeps them errors, while a panic escaping Glimpse still aborts the run
+/// (libfuzzer-sys catches it and aborts).
+fn glimpse_fuzz_quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+}

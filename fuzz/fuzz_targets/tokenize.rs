@@ -18,6 +18,7 @@ fn tokenizer() -> &'static ClipTokenizer {
 }
 
 fuzz_target!(|data: &[u8]| {
+    glimpse_fuzz_quiet_panics();
     let text = String::from_utf8_lossy(data);
     let t = tokenizer();
     if let Ok(ids) = t.encode(&text) {
@@ -25,3 +26,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(ids.iter().all(|&i| (i as usize) < t.vocab_size()));
     }
 });
+
+/// Glimpse turns panics inside tract into errors; libfuzzer-sys's hook would abort on those
+/// too. A quiet hook keeps them errors, while a panic escaping Glimpse still aborts the run
+/// (libfuzzer-sys catches it and aborts).
+fn glimpse_fuzz_quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+}

@@ -86,6 +86,16 @@ impl GraphFile {
 
     /// Decodes an ONNX protobuf; `path` names it in errors.
     pub fn parse(path: &Path, data: &[u8]) -> Result<Self> {
+        contained(
+            || Self::parse_unguarded(path, data),
+            |reason| Error::Model {
+                path: path.to_owned(),
+                reason,
+            },
+        )
+    }
+
+    fn parse_unguarded(path: &Path, data: &[u8]) -> Result<Self> {
         let model_err = |reason: String| Error::Model {
             path: path.to_owned(),
             reason,
@@ -160,6 +170,22 @@ impl GraphFile {
         output: &str,
         half: bool,
     ) -> Result<Graph> {
+        contained(
+            || self.build_unguarded(tower, facts, output, half),
+            |reason| Error::Model {
+                path: self.path.clone(),
+                reason,
+            },
+        )
+    }
+
+    fn build_unguarded(
+        &self,
+        tower: &'static str,
+        facts: &[(String, DatumType, Vec<Dim>)],
+        output: &str,
+        half: bool,
+    ) -> Result<Graph> {
         let path = &self.path;
         let fail = |e: TractError| Error::Model {
             path: path.to_owned(),
@@ -220,9 +246,35 @@ impl GraphFile {
     }
 }
 
+/// Runs tract code, turning a panic inside it into an error made by `err`: tract asserts
+/// on some malformed graphs (fuzzing found an out-of-range Gather that panics while constants
+/// are folded), and no panic may reach a caller. Needs `panic = "unwind"` (the default).
+fn contained<T>(f: impl FnOnce() -> Result<T>, err: impl FnOnce(String) -> Error) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(err(format!(
+            "tract failed on this graph (internal panic: {msg})"
+        )))
+    })
+}
+
 impl Graph {
     /// Runs the graph; returns its single output.
     pub fn run(&self, inputs: TVec<Tensor>) -> Result<Tensor> {
+        contained(
+            || self.run_unguarded(inputs),
+            |reason| Error::Inference {
+                tower: self.tower,
+                reason,
+            },
+        )
+    }
+
+    fn run_unguarded(&self, inputs: TVec<Tensor>) -> Result<Tensor> {
         let fail = |e: TractError| Error::Inference {
             tower: self.tower,
             reason: format!("{e:#}"),
