@@ -29,7 +29,6 @@ fuzz_target!(|data: &[u8]| {
     let path = dir.path().join("index.sqlite");
     std::fs::write(&path, data).unwrap();
     if let Ok(index) = PhotoIndex::open(&path, model()) {
-        let dim = index.keys().len();
         let _ = index.search_embedding(&vec![0.1; 64], 5, &SearchFilter::default());
         for k in index.keys() {
             let _ = index.tags(&k);
@@ -37,7 +36,6 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = index.duplicates(0.9);
         let _ = index.check();
-        let _ = dim;
     }
 });
 

@@ -24,6 +24,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use sha2::Digest;
+
 use crate::classify::ZeroShot;
 use crate::clip::ClipModel;
 use crate::decode::decode_scaled;
@@ -248,7 +250,8 @@ impl PhotoIndex {
         if id.is_empty() {
             return Err(Error::InvalidArgument("a photo id is empty".into()));
         }
-        let prepared = scan::prepare(&self.model, id, data, data.len() as u64, None, None)?;
+        let hash = sha2::Sha256::digest(data).into();
+        let prepared = scan::prepare(&self.model, id, data, hash, data.len() as u64, None)?;
         let mut photos = scan::embed(&self.model, vec![prepared])?;
         self.commit(Batch {
             photos: std::mem::take(&mut photos),

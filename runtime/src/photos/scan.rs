@@ -371,7 +371,7 @@ fn work(model: &ClipModel, chunk: &[Candidate], limits: &ImageLimits) -> Result<
                 continue;
             }
         }
-        match prepare_hashed(model, &c.key, &data, hash, c.size, c.mtime_ns) {
+        match prepare(model, &c.key, &data, hash, c.size, c.mtime_ns) {
             Ok(p) => ready.push((p, c.known.is_some())),
             Err(e) => out.skipped.push(skip(reason_of(e))),
         }
@@ -384,20 +384,8 @@ fn work(model: &ClipModel, chunk: &[Candidate], limits: &ImageLimits) -> Result<
     Ok(out)
 }
 
-/// Decodes and preprocesses one image for the image tower.
+/// Decodes and preprocesses one image (whose SHA-256 is `sha256`) for the image tower.
 pub(crate) fn prepare(
-    model: &ClipModel,
-    key: &str,
-    data: &[u8],
-    size: u64,
-    mtime_ns: Option<i64>,
-    hash: Option<[u8; 32]>,
-) -> Result<Prepared> {
-    let hash = hash.unwrap_or_else(|| Sha256::digest(data).into());
-    prepare_hashed(model, key, data, hash, size, mtime_ns)
-}
-
-fn prepare_hashed(
     model: &ClipModel,
     key: &str,
     data: &[u8],
