@@ -9,6 +9,7 @@ use crate::classify::{Prediction, ZeroShot, DEFAULT_TEMPLATES};
 use crate::decode::{decode, decode_file, ImageLimits};
 use crate::embedding::{similarity, Embedding};
 use crate::error::{Error, Result};
+use crate::pixels::{rgb_from_pixels, PixelFormat};
 use crate::text::TextTower;
 use crate::vision::VisionTower;
 
@@ -110,6 +111,21 @@ impl ClipModel {
     /// Decodes an encoded image (JPEG, PNG, WebP) within this model's limits.
     pub fn decode_image(&self, data: &[u8], name: &str) -> Result<RgbImage> {
         decode(data, name, &self.limits)
+    }
+
+    /// Embeds one image held as raw pixels (see [`rgb_from_pixels`]), within this model's
+    /// limits.
+    pub fn embed_pixel_buffer(
+        &self,
+        data: &[u8],
+        width: u32,
+        height: u32,
+        row_stride: usize,
+        format: PixelFormat,
+    ) -> Result<Embedding> {
+        let vision = self.vision()?;
+        let image = rgb_from_pixels(data, width, height, row_stride, format, &self.limits)?;
+        Ok(vision.embed(std::slice::from_ref(&image))?.remove(0))
     }
 
     /// Embeds decoded images.

@@ -80,7 +80,7 @@ fn check_bytes(data: &[u8], name: &str, limits: &ImageLimits) -> Result<()> {
     Ok(())
 }
 
-fn check_size(w: u32, h: u32, name: &str, limits: &ImageLimits) -> Result<()> {
+pub(crate) fn check_size(w: u32, h: u32, name: &str, limits: &ImageLimits) -> Result<()> {
     let err = image_error(name);
     if w as u64 * h as u64 > limits.max_pixels {
         return Err(err(format!(

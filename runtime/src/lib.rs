@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Pipeline stages, one per module: [`bundle`] (find files) → [`decode`] (image bytes to
-//! RGB) → [`preprocess`] (resize, crop, normalise) → [`vision`] / [`tokenize`] → [`text`]
-//! (graphs) → [`classify`] (zero-shot); [`photos`] indexes and searches a photo library.
+//! RGB; [`pixels`] for raw buffers) → [`preprocess`] (resize, crop, normalise) → [`vision`] /
+//! [`tokenize`] → [`text`] (graphs) → [`classify`] (zero-shot); [`photos`] indexes and
+//! searches a photo library.
 
 pub mod bundle;
 pub mod classify;
@@ -21,6 +22,7 @@ pub mod error;
 mod graph;
 mod onnx_ops;
 pub mod photos;
+pub mod pixels;
 pub mod preprocess;
 mod qdq;
 pub mod text;
@@ -34,3 +36,4 @@ pub use decode::ImageLimits;
 pub use embedding::{normalize, similarity, Embedding};
 pub use error::{Error, Result};
 pub use image::RgbImage;
+pub use pixels::PixelFormat;
