@@ -298,4 +298,17 @@ fn fuzz_regressions_are_errors() {
     let e = model.embed_pixels(&vec![0.0; 3 * 64 * 64]).unwrap_err();
     assert!(matches!(e, Error::Inference { .. }), "{e:?}");
     assert!(e.to_string().contains("internal panic"), "{e}");
+
+    // LayerNormalization axes no tensor has: tract counted up to them while typing the graph
+    // and never returned (tools/make_fuzz_fixtures.py).
+    for case in ["huge", "negative"] {
+        fs::copy(
+            fixtures().join(format!("fuzz/onnx-layernorm-axis-{case}.onnx")),
+            bundle.path().join("onnx/vision_model.onnx"),
+        )
+        .unwrap();
+        let e = ClipModel::load_with(bundle.path(), LoadOptions::vision_only()).unwrap_err();
+        assert!(matches!(e, Error::Model { .. }), "{case}: {e:?}");
+        assert!(e.to_string().contains("LayerNormalization"), "{case}: {e}");
+    }
 }

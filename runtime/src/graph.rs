@@ -11,6 +11,11 @@ use crate::bundle::GraphSpec;
 use crate::error::{Error, Result};
 use crate::onnx_ops::onnx;
 
+/// Bound on the `axis` / `axes` attributes a graph may carry. tract 0.23 trusts them while
+/// typing the graph (LayerNormalization counts up to its axis: 2^62 hangs the load), and no
+/// real tensor comes near this rank.
+const MAX_AXIS: i64 = 64;
+
 /// ONNX element types Glimpse feeds.
 pub(crate) const ONNX_FLOAT: i32 = 1;
 pub(crate) const ONNX_INT32: i32 = 6;
@@ -113,6 +118,7 @@ impl GraphFile {
             .graph
             .as_ref()
             .ok_or_else(|| model_err("the file holds no graph".into()))?;
+        check_axes(graph).map_err(model_err)?;
         let initializers: std::collections::HashSet<&str> =
             graph.initializer.iter().map(|t| t.name.as_str()).collect();
         let inputs = graph
@@ -338,4 +344,28 @@ fn port(v: &pb::ValueInfoProto) -> Port {
         elem_type,
         dims,
     }
+}
+
+/// Refuses `axis` / `axes` attributes no tensor could have, in `graph` and its subgraphs.
+fn check_axes(graph: &pb::GraphProto) -> std::result::Result<(), String> {
+    let in_range = |a: &i64| (-MAX_AXIS..MAX_AXIS).contains(a);
+    for node in &graph.node {
+        for attr in &node.attribute {
+            let bad = match attr.name.as_str() {
+                "axis" => Some(attr.i).filter(|a| !in_range(a)),
+                "axes" => attr.ints.iter().copied().find(|a| !in_range(a)),
+                _ => None,
+            };
+            if let Some(axis) = bad {
+                return Err(format!(
+                    "node `{}` ({}) has {} {axis}, beyond any tensor's rank",
+                    node.name, node.op_type, attr.name
+                ));
+            }
+            for sub in attr.g.iter().chain(&attr.graphs) {
+                check_axes(sub)?;
+            }
+        }
+    }
+    Ok(())
 }
