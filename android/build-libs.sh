@@ -8,5 +8,5 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
 : "${ANDROID_NDK_HOME:?set ANDROID_NDK_HOME to an Android NDK}"
 cargo ndk --platform 24 -t arm64-v8a -t armeabi-v7a -t x86_64 \
-  -o "$here/glimpse/src/main/jniLibs" build --release --locked -p glimpse-bindings
+  -o "$here/glimpse/src/main/jniLibs" build --profile dist --locked -p glimpse-bindings
 ls -l "$here"/glimpse/src/main/jniLibs/*/libglimpse_ffi.so

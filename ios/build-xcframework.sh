@@ -6,7 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
 for target in aarch64-apple-ios aarch64-apple-ios-sim aarch64-apple-darwin x86_64-apple-darwin; do
-  cargo build --release --locked -p glimpse-bindings --target "$target"
+  cargo build --profile dist --locked -p glimpse-bindings --target "$target"
 done
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -18,12 +18,12 @@ module GlimpseFFI {
     export *
 }
 MAP
-lipo -create target/aarch64-apple-darwin/release/libglimpse_ffi.a \
-  target/x86_64-apple-darwin/release/libglimpse_ffi.a -output "$work/macos/libglimpse_ffi.a"
+lipo -create target/aarch64-apple-darwin/dist/libglimpse_ffi.a \
+  target/x86_64-apple-darwin/dist/libglimpse_ffi.a -output "$work/macos/libglimpse_ffi.a"
 rm -rf "$here/GlimpseFFI.xcframework"
 xcodebuild -create-xcframework \
-  -library target/aarch64-apple-ios/release/libglimpse_ffi.a -headers "$work/headers" \
-  -library target/aarch64-apple-ios-sim/release/libglimpse_ffi.a -headers "$work/headers" \
+  -library target/aarch64-apple-ios/dist/libglimpse_ffi.a -headers "$work/headers" \
+  -library target/aarch64-apple-ios-sim/dist/libglimpse_ffi.a -headers "$work/headers" \
   -library "$work/macos/libglimpse_ffi.a" -headers "$work/headers" \
   -output "$here/GlimpseFFI.xcframework"
 echo "built $here/GlimpseFFI.xcframework"

@@ -127,7 +127,7 @@ fn f16_keeps_accuracy() {
     check_reduced_precision(
         "f16 (tract f32_to_f16)",
         LoadOptions {
-            f16: true,
+            precision: glimpse::Precision::F16,
             ..Default::default()
         },
     );

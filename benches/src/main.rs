@@ -320,7 +320,7 @@ fn fashion_accuracy(model: &Path, data: &Path) -> glimpse::Result<()> {
         (
             "f16",
             LoadOptions {
-                f16: true,
+                precision: glimpse::Precision::F16,
                 ..LoadOptions::default()
             },
         ),

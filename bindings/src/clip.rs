@@ -16,7 +16,11 @@ pub struct ModelOptions {
     /// Prefer the int8 graphs beside the fp32 ones, where the bundle has them.
     #[uniffi(default = false)]
     pub quantized: bool,
-    /// Threads an image batch is split over; 0 for one per core.
+    /// Run float math in f16 where the CPU has f16 arithmetic (most phone cores since 2017,
+    /// Apple A11 on): about twice as fast there, embeddings within cosine 0.9999 of f32.
+    #[uniffi(default = false)]
+    pub allow_f16: bool,
+    /// Threads an image batch is split over; 0 for the performance cores.
     #[uniffi(default = 0)]
     pub threads: u32,
 }
@@ -92,6 +96,11 @@ impl ClipModel {
                 vision: options.vision,
                 text: options.text,
                 quantized: options.quantized,
+                precision: if options.allow_f16 {
+                    glimpse::Precision::Auto
+                } else {
+                    glimpse::Precision::F32
+                },
                 threads: match options.threads {
                     0 => defaults.threads,
                     n => n as usize,
@@ -101,6 +110,11 @@ impl ClipModel {
             let inner = glimpse::ClipModel::load_with(&dir, opts)?;
             Ok(Arc::new(ClipModel { inner }))
         })
+    }
+
+    /// Whether the graphs run in f16 (asked for with `allow_f16`, and the CPU has it).
+    pub fn runs_in_f16(&self) -> bool {
+        self.inner.precision() == glimpse::Precision::F16
     }
 
     /// The bundle's name.

@@ -1,13 +1,14 @@
 //! `glimpse`: CLIP embeddings, zero-shot classification and image-text similarity
 //! from the command line, and an offline photo library (index, search, tags, dupes).
 
+mod bench;
 mod library;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use glimpse::{ClipModel, LoadOptions};
+use clap::{Parser, Subcommand, ValueEnum};
+use glimpse::{ClipModel, LoadOptions, Precision};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -26,9 +27,13 @@ struct Cli {
     /// Use the int8 <graph>_quantized.onnx beside each graph where the bundle has one.
     #[arg(long, global = true)]
     quantized: bool,
-    /// Run float math in f16 (for ARM cores with FP16 arithmetic; emulated, slower, elsewhere).
+    /// Float precision: f32; auto (f16 where the CPU has f16 arithmetic, as on most ARM
+    /// phone cores, f32 elsewhere); or f16 (emulated, slower, without f16 arithmetic).
+    #[arg(long, global = true, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
+    /// Threads an image batch is split over. Default: the performance cores.
     #[arg(long, global = true)]
-    f16: bool,
+    threads: Option<usize>,
     /// Print JSON instead of text (JSON lines for `index`).
     #[arg(long, global = true)]
     json: bool,
@@ -69,8 +74,40 @@ enum Command {
     },
     /// Cosine similarity and CLIP logit between an image and a text.
     Similarity { image: PathBuf, text: String },
+    /// Time model load, image and text embedding on this device; prints a BENCHMARKS.md row.
+    Bench {
+        /// An image file to embed (default: a built-in 640×480 test pattern).
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// The text query to embed.
+        #[arg(long, default_value = "a photo of a dog")]
+        text: String,
+        /// Batch size for the throughput figure.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Timed calls per figure (median reported, after one warm-up).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     #[command(flatten)]
     Library(library::LibraryCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PrecisionArg {
+    F32,
+    Auto,
+    F16,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Auto => Precision::Auto,
+            PrecisionArg::F16 => Precision::F16,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -92,10 +129,28 @@ fn run(cli: &Cli) -> glimpse::Result<()> {
         vision,
         text,
         quantized: cli.quantized,
-        f16: cli.f16,
+        precision: cli.precision.into(),
+        threads: cli
+            .threads
+            .unwrap_or_else(glimpse::cpu::default_threads)
+            .max(1),
         ..LoadOptions::default()
     };
     match &cli.command {
+        Command::Bench {
+            image,
+            text,
+            batch,
+            runs,
+        } => {
+            let args = bench::BenchArgs {
+                image: image.as_deref(),
+                text,
+                batch: *batch,
+                runs: *runs,
+            };
+            bench::run(dir, opts(true, true), &args, cli.json)?;
+        }
         Command::Library(cmd) => {
             let (vision, text) = library::towers(cmd);
             let model = ClipModel::load_with(dir, opts(vision, text))?;

@@ -247,3 +247,47 @@ fn photo_library_commands() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_reports_a_row_of_real_measurements() {
+    let model = path("clip-vit-tiny");
+    let image = path("images/franz-kafka.jpg");
+    let v = json(&[
+        "--model",
+        &model,
+        "--json",
+        "--threads",
+        "2",
+        "bench",
+        "--image",
+        &image,
+        "--runs",
+        "2",
+        "--batch",
+        "3",
+    ]);
+    assert_eq!(v["model"], "clip-vit-tiny");
+    assert_eq!(
+        (v["weights"].as_str(), v["precision"].as_str()),
+        (Some("fp32"), Some("f32"))
+    );
+    assert_eq!(
+        (v["threads"].as_u64(), v["batch"].as_u64()),
+        (Some(2), Some(3))
+    );
+    for key in ["load_ms", "image_ms", "images_per_s", "text_ms"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+    // Peak RSS covers at least the model weights the process read.
+    let weights = std::fs::metadata(fixtures().join("clip-vit-tiny/onnx/vision_model.onnx"))
+        .unwrap()
+        .len() as f64;
+    assert!(v["peak_rss_mb"].as_f64().unwrap() * 1e6 > weights, "{v}");
+    let cpu = &v["cpu"];
+    let cores = cpu["cores"].as_u64().unwrap();
+    assert!((1..=cores).contains(&cpu["performance_cores"].as_u64().unwrap()));
+
+    let out = glimpse(&["--model", &model, "bench", "--runs", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--runs"));
+}

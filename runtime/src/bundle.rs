@@ -24,6 +24,31 @@ pub const DEFAULT_MAX_MODEL_BYTES: u64 = 8 << 30;
 /// Default [`LoadOptions::max_text_bytes`]: 16 KiB, far past CLIP's 77 tokens.
 pub const DEFAULT_MAX_TEXT_BYTES: usize = 16 << 10;
 
+/// Float precision of a model's math (tract's f32→f16 pass for f16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 throughout: matches the reference outputs.
+    #[default]
+    F32,
+    /// f16 where the CPU has f16 arithmetic ([`crate::cpu::CpuFeatures::fp16`]; on such
+    /// ARM cores about twice as fast), f32 elsewhere. Embeddings stay within cosine 0.9999
+    /// of f32 (BENCHMARKS.md).
+    Auto,
+    /// f16 everywhere; on CPUs without f16 arithmetic tract emulates it, slower than f32.
+    F16,
+}
+
+impl Precision {
+    /// Whether this runs in f16 on this CPU.
+    pub fn is_f16_here(self) -> bool {
+        match self {
+            Precision::F32 => false,
+            Precision::Auto => crate::cpu::features().fp16,
+            Precision::F16 => true,
+        }
+    }
+}
+
 /// Which files of a bundle to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -33,11 +58,10 @@ pub struct LoadOptions {
     pub text: bool,
     /// Prefer the int8 `<graph>_quantized.onnx` beside each graph, where there is one.
     pub quantized: bool,
-    /// Run float math in f16 (tract's f32→f16 pass): for ARM cores with FP16 arithmetic;
-    /// elsewhere tract emulates it, slower than f32.
-    pub f16: bool,
+    /// Float precision of the graphs' math.
+    pub precision: Precision,
     /// Threads an image batch is split over (one graph run per thread). Default: the
-    /// machine's available parallelism.
+    /// performance cores ([`crate::cpu::default_threads`]).
     pub threads: usize,
     /// Largest graph file accepted, checked before reading it.
     pub max_model_bytes: u64,
@@ -51,8 +75,8 @@ impl Default for LoadOptions {
             vision: true,
             text: true,
             quantized: false,
-            f16: false,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            precision: Precision::F32,
+            threads: crate::cpu::default_threads(),
             max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
             max_text_bytes: DEFAULT_MAX_TEXT_BYTES,
         }

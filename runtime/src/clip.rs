@@ -4,7 +4,7 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use crate::bundle::{BundleSpec, LoadOptions};
+use crate::bundle::{BundleSpec, LoadOptions, Precision};
 use crate::classify::{Prediction, ZeroShot, DEFAULT_TEMPLATES};
 use crate::decode::{decode, decode_file, ImageLimits};
 use crate::embedding::{similarity, Embedding};
@@ -22,6 +22,7 @@ pub struct ClipModel {
     text: Option<TextTower>,
     logit_scale: f32,
     limits: ImageLimits,
+    precision: Precision,
 }
 
 impl ClipModel {
@@ -43,11 +44,17 @@ impl ClipModel {
         let id = BundleSpec::open(dir.as_ref(), both)
             .unwrap_or_else(|_| spec.clone())
             .model_id()?;
+        let precision = if opts.precision.is_f16_here() {
+            Precision::F16
+        } else {
+            Precision::F32
+        };
+        let half = precision == Precision::F16;
         let vision = match &spec.vision {
             Some(g) => Some(VisionTower::load(
                 g,
                 spec.preprocess.clone(),
-                opts.f16,
+                half,
                 opts.threads,
             )?),
             None => None,
@@ -57,7 +64,7 @@ impl ClipModel {
                 g,
                 src,
                 spec.context_length,
-                opts.f16,
+                half,
                 opts.max_text_bytes,
             )?),
             _ => None,
@@ -69,7 +76,13 @@ impl ClipModel {
             text,
             logit_scale: spec.logit_scale,
             limits: ImageLimits::default(),
+            precision,
         })
+    }
+
+    /// The precision the graphs run in: `F32` or `F16` ([`Precision::Auto`] resolved).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The bundle's name (manifest `name`, or its directory name).

@@ -176,6 +176,7 @@ impl GraphFile {
         output: &str,
         half: bool,
     ) -> Result<Graph> {
+        crate::cpu::prepare();
         contained(
             || self.build_unguarded(tower, facts, output, half),
             |reason| Error::Model {

@@ -16,6 +16,7 @@
 pub mod bundle;
 pub mod classify;
 mod clip;
+pub mod cpu;
 pub mod decode;
 mod embedding;
 pub mod error;
@@ -29,7 +30,7 @@ pub mod text;
 pub mod tokenize;
 pub mod vision;
 
-pub use bundle::LoadOptions;
+pub use bundle::{LoadOptions, Precision};
 pub use classify::{Prediction, ZeroShot, DEFAULT_TEMPLATES};
 pub use clip::ClipModel;
 pub use decode::ImageLimits;

@@ -962,6 +962,11 @@ public protocol ClipModelProtocol: AnyObject, Sendable {
      */
     func name()  -> String
     
+    /**
+     * Whether the graphs run in f16 (asked for with `allow_f16`, and the CPU has it).
+     */
+    func runsInF16()  -> Bool
+    
 }
 /**
  * A loaded CLIP bundle. Share one between threads; calls block while the graphs run.
@@ -1162,6 +1167,18 @@ open func name() -> String  {
     return try!  FfiConverterString.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_glimpse_ffi_fn_method_clipmodel_name(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Whether the graphs run in f16 (asked for with `allow_f16`, and the CPU has it).
+     */
+open func runsInF16() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_glimpse_ffi_fn_method_clipmodel_runs_in_f16(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
@@ -1930,7 +1947,12 @@ public struct ModelOptions: Equatable, Hashable {
      */
     public var quantized: Bool
     /**
-     * Threads an image batch is split over; 0 for one per core.
+     * Run float math in f16 where the CPU has f16 arithmetic (most phone cores since 2017,
+     * Apple A11 on): about twice as fast there, embeddings within cosine 0.9999 of f32.
+     */
+    public var allowF16: Bool
+    /**
+     * Threads an image batch is split over; 0 for the performance cores.
      */
     public var threads: UInt32
 
@@ -1947,11 +1969,16 @@ public struct ModelOptions: Equatable, Hashable {
          * Prefer the int8 graphs beside the fp32 ones, where the bundle has them.
          */quantized: Bool = false, 
         /**
-         * Threads an image batch is split over; 0 for one per core.
+         * Run float math in f16 where the CPU has f16 arithmetic (most phone cores since 2017,
+         * Apple A11 on): about twice as fast there, embeddings within cosine 0.9999 of f32.
+         */allowF16: Bool = false, 
+        /**
+         * Threads an image batch is split over; 0 for the performance cores.
          */threads: UInt32 = UInt32(0)) {
         self.vision = vision
         self.text = text
         self.quantized = quantized
+        self.allowF16 = allowF16
         self.threads = threads
     }
 
@@ -1974,6 +2001,7 @@ public struct FfiConverterTypeModelOptions: FfiConverterRustBuffer {
                 vision: FfiConverterBool.read(from: &buf), 
                 text: FfiConverterBool.read(from: &buf), 
                 quantized: FfiConverterBool.read(from: &buf), 
+                allowF16: FfiConverterBool.read(from: &buf), 
                 threads: FfiConverterUInt32.read(from: &buf)
         )
     }
@@ -1982,6 +2010,7 @@ public struct FfiConverterTypeModelOptions: FfiConverterRustBuffer {
         FfiConverterBool.write(value.vision, into: &buf)
         FfiConverterBool.write(value.text, into: &buf)
         FfiConverterBool.write(value.quantized, into: &buf)
+        FfiConverterBool.write(value.allowF16, into: &buf)
         FfiConverterUInt32.write(value.threads, into: &buf)
     }
 }
@@ -3205,6 +3234,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_glimpse_ffi_checksum_method_clipmodel_name() != 32684) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_glimpse_ffi_checksum_method_clipmodel_runs_in_f16() != 9946) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_glimpse_ffi_checksum_method_canceltoken_cancel() != 1573) {

@@ -344,6 +344,11 @@ RustBuffer uniffi_glimpse_ffi_fn_method_clipmodel_id(uint64_t ptr, RustCallStatu
 RustBuffer uniffi_glimpse_ffi_fn_method_clipmodel_name(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GLIMPSE_FFI_FN_METHOD_CLIPMODEL_RUNS_IN_F16
+#define UNIFFI_FFIDEF_UNIFFI_GLIMPSE_FFI_FN_METHOD_CLIPMODEL_RUNS_IN_F16
+int8_t uniffi_glimpse_ffi_fn_method_clipmodel_runs_in_f16(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_GLIMPSE_FFI_FN_CLONE_CANCELTOKEN
 #define UNIFFI_FFIDEF_UNIFFI_GLIMPSE_FFI_FN_CLONE_CANCELTOKEN
 uint64_t uniffi_glimpse_ffi_fn_clone_canceltoken(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -831,6 +836,12 @@ uint16_t uniffi_glimpse_ffi_checksum_method_clipmodel_id(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_GLIMPSE_FFI_CHECKSUM_METHOD_CLIPMODEL_NAME
 #define UNIFFI_FFIDEF_UNIFFI_GLIMPSE_FFI_CHECKSUM_METHOD_CLIPMODEL_NAME
 uint16_t uniffi_glimpse_ffi_checksum_method_clipmodel_name(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_GLIMPSE_FFI_CHECKSUM_METHOD_CLIPMODEL_RUNS_IN_F16
+#define UNIFFI_FFIDEF_UNIFFI_GLIMPSE_FFI_CHECKSUM_METHOD_CLIPMODEL_RUNS_IN_F16
+uint16_t uniffi_glimpse_ffi_checksum_method_clipmodel_runs_in_f16(void
     
 );
 #endif

@@ -35,7 +35,7 @@ pub struct ScanOptions {
 impl Default for ScanOptions {
     fn default() -> Self {
         ScanOptions {
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: crate::cpu::default_threads(),
             batch: 8,
             cancel: Arc::default(),
             remove_missing: true,

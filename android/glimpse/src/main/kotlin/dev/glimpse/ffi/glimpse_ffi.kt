@@ -723,6 +723,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_glimpse_ffi_checksum_method_clipmodel_name(
     ): Int
+    external fun uniffi_glimpse_ffi_checksum_method_clipmodel_runs_in_f16(
+    ): Int
     external fun uniffi_glimpse_ffi_checksum_method_canceltoken_cancel(
     ): Int
     external fun uniffi_glimpse_ffi_checksum_method_canceltoken_is_cancelled(
@@ -824,6 +826,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_glimpse_ffi_fn_method_clipmodel_name(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_glimpse_ffi_fn_method_clipmodel_runs_in_f16(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_glimpse_ffi_fn_clone_canceltoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_glimpse_ffi_fn_free_canceltoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1040,6 +1044,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_glimpse_ffi_checksum_method_clipmodel_name() and 0xFFFF) != 32684) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_glimpse_ffi_checksum_method_clipmodel_runs_in_f16() and 0xFFFF) != 9946) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_glimpse_ffi_checksum_method_canceltoken_cancel() and 0xFFFF) != 1573) {
@@ -2210,6 +2217,11 @@ public interface ClipModelInterface {
      */
     fun `name`(): kotlin.String
     
+    /**
+     * Whether the graphs run in f16 (asked for with `allow_f16`, and the CPU has it).
+     */
+    fun `runsInF16`(): kotlin.Boolean
+    
     companion object
 }
 
@@ -2473,6 +2485,22 @@ open class ClipModel: Disposable, AutoCloseable, ClipModelInterface
     callWithHandle {
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_glimpse_ffi_fn_method_clipmodel_name(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Whether the graphs run in f16 (asked for with `allow_f16`, and the CPU has it).
+     */override fun `runsInF16`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_glimpse_ffi_fn_method_clipmodel_runs_in_f16(
         it,
         _status)
 }
@@ -3575,7 +3603,13 @@ data class ModelOptions (
     var `quantized`: kotlin.Boolean = false 
     , 
     /**
-     * Threads an image batch is split over; 0 for one per core.
+     * Run float math in f16 where the CPU has f16 arithmetic (most phone cores since 2017,
+     * Apple A11 on): about twice as fast there, embeddings within cosine 0.9999 of f32.
+     */
+    var `allowF16`: kotlin.Boolean = false 
+    , 
+    /**
+     * Threads an image batch is split over; 0 for the performance cores.
      */
     var `threads`: kotlin.UInt = 0u 
     
@@ -3597,6 +3631,7 @@ public object FfiConverterTypeModelOptions: FfiConverterRustBuffer<ModelOptions>
             FfiConverterBoolean.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
             FfiConverterUInt.read(buf),
         )
     }
@@ -3605,6 +3640,7 @@ public object FfiConverterTypeModelOptions: FfiConverterRustBuffer<ModelOptions>
             FfiConverterBoolean.allocationSize(value.`vision`) +
             FfiConverterBoolean.allocationSize(value.`text`) +
             FfiConverterBoolean.allocationSize(value.`quantized`) +
+            FfiConverterBoolean.allocationSize(value.`allowF16`) +
             FfiConverterUInt.allocationSize(value.`threads`)
     )
 
@@ -3612,6 +3648,7 @@ public object FfiConverterTypeModelOptions: FfiConverterRustBuffer<ModelOptions>
             FfiConverterBoolean.write(value.`vision`, buf)
             FfiConverterBoolean.write(value.`text`, buf)
             FfiConverterBoolean.write(value.`quantized`, buf)
+            FfiConverterBoolean.write(value.`allowF16`, buf)
             FfiConverterUInt.write(value.`threads`, buf)
     }
 }

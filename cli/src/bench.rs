@@ -1,0 +1,128 @@
+//! `glimpse bench`: how fast a bundle runs on this device, as one results-table row.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use glimpse::{ClipModel, LoadOptions, Precision, RgbImage};
+use serde_json::json;
+
+/// What `bench` measures, as asked on the command line.
+pub struct BenchArgs<'a> {
+    pub image: Option<&'a Path>,
+    pub text: &'a str,
+    pub batch: usize,
+    pub runs: usize,
+}
+
+/// Loads the bundle, then times single images, a batch and a text query; prints one row of
+/// BENCHMARKS.md's device table (or JSON).
+pub fn run(dir: &Path, opts: LoadOptions, args: &BenchArgs, as_json: bool) -> glimpse::Result<()> {
+    if args.runs == 0 || args.batch == 0 {
+        return Err(glimpse::Error::InvalidArgument(
+            "--runs and --batch must be at least 1".into(),
+        ));
+    }
+    let cpu = glimpse::cpu::features();
+    let started = Instant::now();
+    let model = ClipModel::load_with(dir, opts)?;
+    let load = started.elapsed();
+
+    let image = match args.image {
+        Some(path) => glimpse::decode::decode_file(path, &model.image_limits())?,
+        None => test_pattern(640, 480),
+    };
+    let one = [image.clone()];
+    let image_ms = median_ms(args.runs, || model.embed_images(&one).map(drop))?;
+    let batch = vec![image; args.batch];
+    let batch_ms = median_ms(args.runs.div_ceil(4), || {
+        model.embed_images(&batch).map(drop)
+    })?;
+    let images_per_s = args.batch as f64 / (batch_ms / 1e3);
+    let text_ms = median_ms(args.runs, || model.embed_texts(&[args.text]).map(drop))?;
+
+    let quant = if opts.quantized { "int8" } else { "fp32" };
+    let precision = match model.precision() {
+        Precision::F16 => "f16",
+        _ => "f32",
+    };
+    let rss_mb = peak_rss_bytes().map(|b| b as f64 / 1e6);
+    if as_json {
+        let row = json!({
+            "model": model.name(), "weights": quant, "precision": precision,
+            "threads": opts.threads, "load_ms": ms(load), "image_ms": image_ms,
+            "batch": args.batch, "images_per_s": images_per_s, "text_ms": text_ms,
+            "peak_rss_mb": rss_mb,
+            "cpu": {"arch": std::env::consts::ARCH, "os": std::env::consts::OS,
+                    "cores": cpu.cores, "performance_cores": cpu.performance_cores,
+                    "fp16": cpu.fp16, "dotprod": cpu.dotprod},
+        });
+        println!("{row}");
+    } else {
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        println!(
+            "CPU: {} {}, {} cores ({} performance), fp16 {}, dotprod {}",
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            cpu.cores,
+            cpu.performance_cores,
+            yes_no(cpu.fp16),
+            yes_no(cpu.dotprod)
+        );
+        println!("| model | weights | precision | threads | load ms | image ms | img/s (batch {}) | text ms | peak RSS MB |", args.batch);
+        println!("|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "| {} | {quant} | {precision} | {} | {:.0} | {image_ms:.1} | {images_per_s:.1} | {text_ms:.1} | {} |",
+            model.name(),
+            opts.threads,
+            ms(load),
+            rss_mb.map_or("—".into(), |m| format!("{m:.0}"))
+        );
+    }
+    Ok(())
+}
+
+/// The median wall time of `runs` calls, after one warm-up call.
+fn median_ms(runs: usize, mut f: impl FnMut() -> glimpse::Result<()>) -> glimpse::Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(ms(t.elapsed()));
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// A deterministic photo-sized image (colour ramps and a checkerboard) so the bench needs
+/// no file: preprocessing cost depends on the size, the graph's on nothing in the pixels.
+fn test_pattern(width: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |x, y| {
+        let check = if (x / 32 + y / 32) % 2 == 0 { 64 } else { 0 };
+        image::Rgb([
+            (x * 255 / width) as u8,
+            (y * 255 / height) as u8,
+            check + ((x + y) % 128) as u8,
+        ])
+    })
+}
+
+/// This process's peak resident set size.
+fn peak_rss_bytes() -> Option<u64> {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let max = u64::try_from(usage.ru_maxrss).ok()?;
+    // Linux and Android report KiB, Apple systems bytes.
+    Some(if cfg!(target_vendor = "apple") {
+        max
+    } else {
+        max * 1024
+    })
+}
