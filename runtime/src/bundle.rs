@@ -43,7 +43,7 @@ impl Precision {
     pub fn is_f16_here(self) -> bool {
         match self {
             Precision::F32 => false,
-            Precision::Auto => crate::cpu::features().fp16,
+            Precision::Auto => crate::cpu::fp16(),
             Precision::F16 => true,
         }
     }

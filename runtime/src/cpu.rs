@@ -22,15 +22,23 @@ pub struct CpuFeatures {
 
 /// What this CPU offers, as tract's kernel selection sees it.
 pub fn features() -> CpuFeatures {
-    prepare();
-    let native = isa::native();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     CpuFeatures {
-        fp16: native.has(Isa::Aarch64Fp16) || native.has(Isa::X86_64Avx512Fp16),
-        dotprod: native.has(Isa::Aarch64DotProd),
-        cores,
-        performance_cores: performance_cores().map_or(cores, |n| n.clamp(1, cores)),
+        fp16: fp16(),
+        dotprod: native_isa().has(Isa::Aarch64DotProd),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        performance_cores: default_threads(),
     }
+}
+
+/// Whether the CPU has f16 arithmetic ([`CpuFeatures::fp16`]), without reading the rest.
+pub(crate) fn fp16() -> bool {
+    let native = native_isa();
+    native.has(Isa::Aarch64Fp16) || native.has(Isa::X86_64Avx512Fp16)
+}
+
+fn native_isa() -> isa::IsaSet {
+    prepare();
+    isa::native()
 }
 
 /// The default thread count: the performance cores. On a big.LITTLE phone the little cores
