@@ -5,8 +5,9 @@
   python benches/compare_ort.py models/clip-vit-b32-random [--quantized] [--batch 1 8] [--threads 1]
 
 Prints a Markdown table (ms per image, images/s, text ms, ratio Glimpse/ORT) for BENCHMARKS.md.
-Both sides use --threads: ORT as intra-op threads, Glimpse by splitting an image batch over
-that many runs of one plan (a single image runs on one thread).
+Both sides use --threads: ORT as intra-op threads; Glimpse splits an image batch over that
+many runs of one plan, and a single image (or text) splits its matrix products over a pool of
+that many threads.
 """
 import argparse
 import json

@@ -210,3 +210,61 @@ fn images_split_over_threads_agree_with_one_thread() {
     }
     assert!(min_cosine(&one, &r.image_embeds) >= GRAPH_COSINE);
 }
+
+#[test]
+fn one_image_or_query_over_a_thread_pool_matches_the_references() {
+    // A single image or text runs alone, its matrix products split over the model's pool.
+    let dir = fixtures().join("clip-vit-tiny");
+    let r = Reference::load(&dir);
+    let per = r.pixels(&dir).len() / r.image_embeds.len();
+    for threads in [2, 4] {
+        let opts = glimpse::LoadOptions {
+            threads,
+            ..glimpse::LoadOptions::default()
+        };
+        let model = ClipModel::load_with(&dir, opts).unwrap();
+        for (i, want) in r.image_embeds.iter().enumerate() {
+            let px = &r.pixels(&dir)[i * per..(i + 1) * per];
+            let got = model.embed_pixels(px).unwrap();
+            let cos = min_cosine(&got, std::slice::from_ref(want));
+            assert!(
+                cos >= GRAPH_COSINE,
+                "{threads} threads, image {i}: cosine {cos}"
+            );
+        }
+        for (t, want) in r.texts.iter().zip(&r.text_embeds) {
+            let got = model.embed_texts(&[t]).unwrap();
+            let cos = min_cosine(&got, std::slice::from_ref(want));
+            assert!(
+                cos >= GRAPH_COSINE,
+                "{threads} threads, {t:?}: cosine {cos}"
+            );
+        }
+    }
+}
+
+#[test]
+fn profile_times_every_node_of_one_image() {
+    let dir = fixtures().join("clip-vit-tiny");
+    let r = Reference::load(&dir);
+    let pixels = r.pixels(&dir);
+    let per = pixels.len() / r.image_embeds.len();
+    let model = ClipModel::load(&dir).unwrap();
+    let vision = model.vision().unwrap();
+    let nodes = vision.profile(&pixels[..per]).unwrap();
+    assert!(nodes.iter().any(|n| n.op.contains("MatMul")), "{nodes:?}");
+    assert!(nodes.iter().all(|n| n.seconds >= 0.0 && !n.node.is_empty()));
+    // Same plan every run: the same nodes, in order.
+    let again: Vec<String> = vision
+        .profile(&pixels[..per])
+        .unwrap()
+        .into_iter()
+        .map(|n| n.node)
+        .collect();
+    assert_eq!(
+        again,
+        nodes.iter().map(|n| n.node.clone()).collect::<Vec<_>>()
+    );
+    let err = vision.profile(&pixels[..per - 1]).unwrap_err();
+    assert!(matches!(err, glimpse::Error::InvalidArgument(_)), "{err}");
+}

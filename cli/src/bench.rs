@@ -12,6 +12,7 @@ pub struct BenchArgs<'a> {
     pub text: &'a str,
     pub batch: usize,
     pub runs: usize,
+    pub profile: bool,
 }
 
 /// Loads the bundle, then times single images, a batch and a text query; prints one row of
@@ -46,12 +47,18 @@ pub fn run(dir: &Path, opts: LoadOptions, args: &BenchArgs, as_json: bool) -> gl
         _ => "f32",
     };
     let rss_mb = peak_rss_bytes().map(|b| b as f64 / 1e6);
+    let profile = match args.profile {
+        true => Some(profile_by_op(&model, &one[0], args.runs)?),
+        false => None,
+    };
     if as_json {
         let row = json!({
             "model": model.name(), "weights": quant, "precision": precision,
             "threads": opts.threads, "load_ms": ms(load), "image_ms": image_ms,
             "batch": args.batch, "images_per_s": images_per_s, "text_ms": text_ms,
             "peak_rss_mb": rss_mb,
+            "profile": profile.as_ref().map(|ops| ops.iter().map(|o| json!({
+                "op": o.op, "nodes": o.nodes, "ms": o.ms})).collect::<Vec<_>>()),
             "cpu": {"arch": std::env::consts::ARCH, "os": std::env::consts::OS,
                     "cores": cpu.cores, "performance_cores": cpu.performance_cores,
                     "fp16": cpu.fp16, "dotprod": cpu.dotprod},
@@ -77,8 +84,67 @@ pub fn run(dir: &Path, opts: LoadOptions, args: &BenchArgs, as_json: bool) -> gl
             ms(load),
             rss_mb.map_or("—".into(), |m| format!("{m:.0}"))
         );
+        if let Some(ops) = &profile {
+            let total: f64 = ops.iter().map(|o| o.ms).sum();
+            println!(
+                "\nOne image on one thread, {total:.1} ms in graph nodes (median of {} runs):",
+                args.runs
+            );
+            println!("| operator | nodes | ms | share |");
+            println!("|---|---|---|---|");
+            for o in ops {
+                println!(
+                    "| {} | {} | {:.2} | {:.1}% |",
+                    o.op,
+                    o.nodes,
+                    o.ms,
+                    100.0 * o.ms / total
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// Time spent in one kind of graph operator.
+struct OpTime {
+    op: String,
+    nodes: usize,
+    ms: f64,
+}
+
+/// Profiles `runs` single-image runs (after a warm-up); per node the median, summed per
+/// operator, slowest first.
+fn profile_by_op(model: &ClipModel, image: &RgbImage, runs: usize) -> glimpse::Result<Vec<OpTime>> {
+    let vision = model.vision()?;
+    let mut pixels = Vec::new();
+    vision
+        .preprocess_config()
+        .run(image, &mut pixels)
+        .map_err(glimpse::Error::InvalidArgument)?;
+    vision.profile(&pixels)?;
+    let profiles = (0..runs.max(1))
+        .map(|_| vision.profile(&pixels))
+        .collect::<glimpse::Result<Vec<_>>>()?;
+    let mut by_op: Vec<OpTime> = Vec::new();
+    for (i, node) in profiles[0].iter().enumerate() {
+        let mut times: Vec<f64> = profiles.iter().map(|p| p[i].seconds * 1e3).collect();
+        times.sort_by(f64::total_cmp);
+        let ms = times[times.len() / 2];
+        match by_op.iter_mut().find(|o| o.op == node.op) {
+            Some(o) => {
+                o.nodes += 1;
+                o.ms += ms;
+            }
+            None => by_op.push(OpTime {
+                op: node.op.clone(),
+                nodes: 1,
+                ms,
+            }),
+        }
+    }
+    by_op.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    Ok(by_op)
 }
 
 /// The median wall time of `runs` calls, after one warm-up call.

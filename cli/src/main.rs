@@ -88,6 +88,9 @@ enum Command {
         /// Timed calls per figure (median reported, after one warm-up).
         #[arg(long, default_value_t = 10)]
         runs: usize,
+        /// Also print where one image's time goes: tract's per-node profile, by operator.
+        #[arg(long)]
+        profile: bool,
     },
     #[command(flatten)]
     Library(library::LibraryCommand),
@@ -142,12 +145,14 @@ fn run(cli: &Cli) -> glimpse::Result<()> {
             text,
             batch,
             runs,
+            profile,
         } => {
             let args = bench::BenchArgs {
                 image: image.as_deref(),
                 text,
                 batch: *batch,
                 runs: *runs,
+                profile: *profile,
             };
             bench::run(dir, opts(true, true), &args, cli.json)?;
         }

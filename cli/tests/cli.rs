@@ -265,8 +265,18 @@ fn bench_reports_a_row_of_real_measurements() {
         "2",
         "--batch",
         "3",
+        "--profile",
     ]);
     assert_eq!(v["model"], "clip-vit-tiny");
+    // The profile: operators slowest first, the matrix products among them.
+    let ops = v["profile"].as_array().unwrap();
+    let ms: Vec<f64> = ops.iter().map(|o| o["ms"].as_f64().unwrap()).collect();
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]), "{ms:?}");
+    assert!(
+        ops.iter()
+            .any(|o| o["op"].as_str().unwrap().contains("MatMul")),
+        "{ops:?}"
+    );
     assert_eq!(
         (v["weights"].as_str(), v["precision"].as_str()),
         (Some("fp32"), Some("f32"))

@@ -60,7 +60,8 @@ pub struct LoadOptions {
     pub quantized: bool,
     /// Float precision of the graphs' math.
     pub precision: Precision,
-    /// Threads an image batch is split over (one graph run per thread). Default: the
+    /// Threads a call uses: an image batch is split over them (one graph run per thread),
+    /// a single image or text query splits its matrix products over them. Default: the
     /// performance cores ([`crate::cpu::default_threads`]).
     pub threads: usize,
     /// Largest graph file accepted, checked before reading it.

@@ -50,12 +50,15 @@ impl ClipModel {
             Precision::F32
         };
         let half = precision == Precision::F16;
+        // One pool for both towers: a single image or query uses every thread.
+        let pool = crate::cpu::matmul_pool(opts.threads);
         let vision = match &spec.vision {
             Some(g) => Some(VisionTower::load(
                 g,
                 spec.preprocess.clone(),
                 half,
                 opts.threads,
+                &pool,
             )?),
             None => None,
         };
@@ -66,6 +69,7 @@ impl ClipModel {
                 spec.context_length,
                 half,
                 opts.max_text_bytes,
+                &pool,
             )?),
             _ => None,
         };

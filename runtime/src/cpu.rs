@@ -2,9 +2,10 @@
 //! product instructions (SDOT), and how many threads to run on.
 
 use std::path::Path;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
 use tract_core::tract_linalg::isa::{self, Isa};
+use tract_core::tract_linalg::multithread::Executor;
 
 /// The CPU features Glimpse's choices depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,21 @@ fn native_isa() -> isa::IsaSet {
 pub fn default_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     performance_cores().map_or(cores, |n| n.clamp(1, cores))
+}
+
+/// A pool of `threads` workers for tract's matrix products, so that one image or query uses
+/// every core; a single thread (or a pool that cannot start) runs on the caller's thread.
+pub(crate) fn matmul_pool(threads: usize) -> Executor {
+    if threads < 2 {
+        return Executor::SingleThread;
+    }
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("glimpse-mm-{i}"))
+        .num_threads(threads)
+        .build()
+        .map_or(Executor::SingleThread, |pool| {
+            Executor::MultiThread(Arc::new(pool))
+        })
 }
 
 /// Tells tract what it cannot find out for itself; runs once, before any graph is optimised.

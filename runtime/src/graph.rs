@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core;
+use tract_onnx::tract_core::plan::SimpleState;
+use tract_onnx::tract_core::tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 use crate::bundle::GraphSpec;
 use crate::error::{Error, Result};
@@ -45,12 +47,24 @@ pub(crate) struct GraphFile {
     pub outputs: Vec<Port>,
 }
 
+/// The time one node of a graph took in a profiled run ([`crate::vision::VisionTower::profile`]).
+#[derive(Debug, Clone)]
+pub struct NodeTime {
+    /// tract's operator name (`Conv`, `OptMatMul`, `Softmax`, ...).
+    pub op: String,
+    /// The node's name, from the ONNX node it came from.
+    pub node: String,
+    pub seconds: f64,
+}
+
 /// An optimised, runnable graph. Cheap to share between threads: each run has its own state.
 #[derive(Debug, Clone)]
 pub(crate) struct Graph {
     plan: Arc<TypedRunnableModel>,
     tower: &'static str,
     input_types: Vec<DatumType>,
+    /// Where the matrix products of a run go: a pool splits each over its threads.
+    pool: Executor,
 }
 
 impl GraphFile {
@@ -249,6 +263,7 @@ impl GraphFile {
             plan,
             tower,
             input_types,
+            pool: Executor::SingleThread,
         })
     }
 }
@@ -270,6 +285,16 @@ fn contained<T>(f: impl FnOnce() -> Result<T>, err: impl FnOnce(String) -> Error
 }
 
 impl Graph {
+    /// This graph with its runs' matrix products split over `pool`'s threads.
+    pub fn with_pool(self, pool: Executor) -> Self {
+        Graph { pool, ..self }
+    }
+
+    /// This graph running on the caller's thread only: for runs made side by side.
+    pub fn unpooled(&self) -> Self {
+        self.clone().with_pool(Executor::SingleThread)
+    }
+
     /// Runs the graph; returns its single output.
     pub fn run(&self, inputs: TVec<Tensor>) -> Result<Tensor> {
         contained(
@@ -286,19 +311,55 @@ impl Graph {
             tower: self.tower,
             reason: format!("{e:#}"),
         };
-        // An f16 plan takes f16 inputs: cast what the caller built in f32.
-        let inputs = inputs
-            .into_iter()
-            .zip(&self.input_types)
-            .map(|(t, dt)| Ok(t.cast_to_dt(*dt)?.into_owned().into_tvalue()))
-            .collect::<TractResult<_>>()
-            .map_err(fail)?;
-        let mut out = self.plan.run(inputs).map_err(fail)?;
+        let inputs = self.cast_inputs(inputs).map_err(fail)?;
+        let mut out =
+            multithread_tract_scope(self.pool.clone(), || self.plan.run(inputs)).map_err(fail)?;
         out.remove(0)
             .into_tensor()
             .cast_to::<f32>()
             .map(|t| t.into_owned())
             .map_err(fail)
+    }
+
+    /// Runs once on the caller's thread, timing every node: tract's per-node profile.
+    pub fn profile(&self, inputs: TVec<Tensor>) -> Result<Vec<NodeTime>> {
+        let fail = |e: TractError| Error::Inference {
+            tower: self.tower,
+            reason: format!("{e:#}"),
+        };
+        let inputs = self.cast_inputs(inputs).map_err(fail)?;
+        let mut times = Vec::new();
+        let mut state = SimpleState::new(&self.plan).map_err(fail)?;
+        contained(
+            || {
+                state
+                    .run_plan_with_eval(inputs, |ctx, op_state, node, input| {
+                        let started = std::time::Instant::now();
+                        let out = tract_core::plan::eval(ctx, op_state, node, input);
+                        times.push(NodeTime {
+                            op: node.op().name().to_string(),
+                            node: node.name.clone(),
+                            seconds: started.elapsed().as_secs_f64(),
+                        });
+                        out
+                    })
+                    .map_err(fail)
+            },
+            |reason| Error::Inference {
+                tower: self.tower,
+                reason,
+            },
+        )?;
+        Ok(times)
+    }
+
+    /// An f16 plan takes f16 inputs: casts what the caller built in f32.
+    fn cast_inputs(&self, inputs: TVec<Tensor>) -> TractResult<TVec<TValue>> {
+        inputs
+            .into_iter()
+            .zip(&self.input_types)
+            .map(|(t, dt)| Ok(t.cast_to_dt(*dt)?.into_owned().into_tvalue()))
+            .collect()
     }
 
     /// Runs and reads a `[n, d]` f32 output as `n` rows.

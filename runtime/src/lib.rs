@@ -36,5 +36,6 @@ pub use clip::ClipModel;
 pub use decode::ImageLimits;
 pub use embedding::{normalize, similarity, Embedding};
 pub use error::{Error, Result};
+pub use graph::NodeTime;
 pub use image::RgbImage;
 pub use pixels::PixelFormat;

@@ -5,6 +5,7 @@
 //! exported with a fixed sequence length (open_clip's 77) are padded to it.
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
 use crate::bundle::GraphSpec;
 use crate::embedding::{normalize_rows, Embedding};
@@ -36,6 +37,7 @@ impl TextTower {
         context_length: usize,
         half: bool,
         max_text_bytes: usize,
+        pool: &Executor,
     ) -> Result<Self> {
         let file = GraphFile::open(spec)?;
         let ids = file.input(&spec.input)?.clone();
@@ -83,6 +85,7 @@ impl TextTower {
                 ),
                 Err(e) => return Err(e),
             };
+        let graph = graph.with_pool(pool.clone());
         let inputs = inputs.into_iter().map(|(_, is_mask, _)| is_mask).collect();
         let mut tokenizer = ClipTokenizer::load(
             tokenizer,

@@ -2,11 +2,12 @@
 
 use image::RgbImage;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
 use crate::bundle::GraphSpec;
 use crate::embedding::{normalize_rows, Embedding};
 use crate::error::{Error, Result};
-use crate::graph::{Dim, Graph, GraphFile, ONNX_FLOAT};
+use crate::graph::{Dim, Graph, GraphFile, NodeTime, ONNX_FLOAT};
 use crate::preprocess::PreprocessConfig;
 
 /// Images per graph run: bounds the activation memory of large batches.
@@ -30,6 +31,7 @@ impl VisionTower {
         preprocess: PreprocessConfig,
         half: bool,
         threads: usize,
+        pool: &Executor,
     ) -> Result<Self> {
         let file = GraphFile::open(spec)?;
         let port = file.input(&spec.input)?.clone();
@@ -62,12 +64,14 @@ impl VisionTower {
             Dim::Fixed(h as usize),
             Dim::Fixed(w as usize),
         ];
-        let graph = file.build(
-            "image",
-            &[(spec.input.clone(), f32::datum_type(), dims)],
-            &spec.output,
-            half,
-        )?;
+        let graph = file
+            .build(
+                "image",
+                &[(spec.input.clone(), f32::datum_type(), dims)],
+                &spec.output,
+                half,
+            )?
+            .with_pool(pool.clone());
         Ok(VisionTower {
             graph,
             preprocess,
@@ -122,7 +126,7 @@ impl VisionTower {
             )));
         }
         // Split the images over the worker threads (one plan, one state per run), at most
-        // `batch` images per run.
+        // `batch` images per run. A run alone splits its matrix products over the pool instead.
         let n = pixels.len() / per;
         let workers = threads.clamp(1, n);
         let per_run = if self.fixed_batch {
@@ -134,12 +138,17 @@ impl VisionTower {
         let mut out = Vec::with_capacity(n);
         for group in chunks.chunks(workers) {
             let rows: Vec<Result<Vec<Embedding>>> = if group.len() == 1 {
-                vec![self.run_chunk(group[0], per)]
+                let graph = match threads {
+                    1 => self.graph.unpooled(),
+                    _ => self.graph.clone(),
+                };
+                vec![self.run_chunk(&graph, group[0], per)]
             } else {
+                let graph = self.graph.unpooled();
                 std::thread::scope(|s| {
                     let runs: Vec<_> = group
                         .iter()
-                        .map(|c| s.spawn(|| self.run_chunk(c, per)))
+                        .map(|c| s.spawn(|| self.run_chunk(&graph, c, per)))
                         .collect();
                     runs.into_iter()
                         .map(|r| r.join().expect("embedding thread panicked"))
@@ -154,15 +163,31 @@ impl VisionTower {
         Ok(out)
     }
 
+    /// Embeds one preprocessed CHW image on the caller's thread, timing every graph node.
+    pub fn profile(&self, pixels: &[f32]) -> Result<Vec<NodeTime>> {
+        let (w, h) = self.preprocess.output_size();
+        let per = 3 * w as usize * h as usize;
+        if pixels.len() != per {
+            return Err(Error::InvalidArgument(format!(
+                "{} pixel values is not one 3x{h}x{w} image",
+                pixels.len()
+            )));
+        }
+        let (pixels, n_run) = self.pad_batch(pixels, 1, per);
+        let tensor = Tensor::from_shape(&[n_run, 3, h as usize, w as usize], &pixels)
+            .map_err(|e| Error::InvalidArgument(format!("{e:#}")))?;
+        self.graph.profile(tvec!(tensor))
+    }
+
     /// Runs the graph on one chunk of images.
-    fn run_chunk(&self, chunk: &[f32], per: usize) -> Result<Vec<Embedding>> {
+    fn run_chunk(&self, graph: &Graph, chunk: &[f32], per: usize) -> Result<Vec<Embedding>> {
         let (w, h) = self.preprocess.output_size();
         let n = chunk.len() / per;
         let (chunk, n_run) = self.pad_batch(chunk, n, per);
         let shape = [n_run, 3, h as usize, w as usize];
         let tensor = Tensor::from_shape(&shape, &chunk)
             .map_err(|e| Error::InvalidArgument(format!("{e:#}")))?;
-        let mut rows = self.graph.run_rows(tvec!(tensor), n_run)?;
+        let mut rows = graph.run_rows(tvec!(tensor), n_run)?;
         rows.truncate(n);
         Ok(rows)
     }
