@@ -307,10 +307,7 @@ impl Graph {
     }
 
     fn run_unguarded(&self, inputs: TVec<Tensor>) -> Result<Tensor> {
-        let fail = |e: TractError| Error::Inference {
-            tower: self.tower,
-            reason: format!("{e:#}"),
-        };
+        let fail = |e: TractError| self.inference_error(format!("{e:#}"));
         let inputs = self.cast_inputs(inputs).map_err(fail)?;
         let mut out =
             multithread_tract_scope(self.pool.clone(), || self.plan.run(inputs)).map_err(fail)?;
@@ -323,10 +320,7 @@ impl Graph {
 
     /// Runs once on the caller's thread, timing every node: tract's per-node profile.
     pub fn profile(&self, inputs: TVec<Tensor>) -> Result<Vec<NodeTime>> {
-        let fail = |e: TractError| Error::Inference {
-            tower: self.tower,
-            reason: format!("{e:#}"),
-        };
+        let fail = |e: TractError| self.inference_error(format!("{e:#}"));
         let inputs = self.cast_inputs(inputs).map_err(fail)?;
         let mut times = Vec::new();
         let mut state = SimpleState::new(&self.plan).map_err(fail)?;
@@ -345,12 +339,16 @@ impl Graph {
                     })
                     .map_err(fail)
             },
-            |reason| Error::Inference {
-                tower: self.tower,
-                reason,
-            },
+            |reason| self.inference_error(reason),
         )?;
         Ok(times)
+    }
+
+    fn inference_error(&self, reason: String) -> Error {
+        Error::Inference {
+            tower: self.tower,
+            reason,
+        }
     }
 
     /// An f16 plan takes f16 inputs: casts what the caller built in f32.
