@@ -251,8 +251,14 @@ impl GraphFile {
                 let f16 = tract_core::transform::get_transform("f32_to_f16")?;
                 f16.ok_or_else(|| TractError::msg("tract has no f32_to_f16 transform"))?
                     .transform(&mut typed)?;
+                typed.declutter()?;
             }
-            typed.into_optimized()?.into_runnable()
+            if crate::rewrite::fold_quantized_rows(&mut typed)? > 0 {
+                typed.compact()?;
+            }
+            // Not into_optimized: its declutter would undo the fold.
+            typed.optimize()?;
+            typed.into_runnable()
         })()
         .map_err(fail)?;
         let input_types = (0..facts.len())

@@ -26,6 +26,7 @@ pub mod photos;
 pub mod pixels;
 pub mod preprocess;
 mod qdq;
+mod rewrite;
 pub mod text;
 pub mod tokenize;
 pub mod vision;
