@@ -3,8 +3,8 @@
 //! Quantised products (`MatMulInteger` from ONNX Runtime's `quantize_dynamic`) reach codegen as
 //! `[batch, tokens, k] × [k, n]` einsums. tract (0.23) picks the largest row axis as the
 //! product's rows and takes a symbolic batch for the largest, so the token axis becomes an
-//! outer loop: one matrix-vector product per token (72 s per ViT-B/32 image on AVX2, against
-//! ~1 s for the same arithmetic as matrix products). tract folds such axes for float products
+//! outer loop: one matrix-vector product per token (72 s per ViT-B/32 image on AVX2; 10.8 s
+//! folded, BENCHMARKS.md says where the rest goes). tract folds such axes for float products
 //! itself, not for quantised ones; [`fold_quantized_rows`] does it for those: the leading row
 //! axes of the activations fold into one (`[batch·tokens, k]`) and the result unfolds again.
 //! Declutter would push the reshapes back through the product, hence after it.
