@@ -37,6 +37,16 @@ pub(crate) fn fp16() -> bool {
     native.has(Isa::Aarch64Fp16) || native.has(Isa::X86_64Avx512Fp16)
 }
 
+/// Whether Glimpse computes int8 matrix products (`MatMulInteger`) in f32: on x86-64 without
+/// VNNI. tract (0.23.9) runs them there in `avx2_mmm_i32_8x8`, whose inner loop stalls on a
+/// legacy-SSE load: ~100× slower than its f32 kernels on the same product (BENCHMARKS.md).
+pub(crate) fn int8_products_in_f32() -> bool {
+    let native = native_isa();
+    cfg!(target_arch = "x86_64")
+        && !native.has(Isa::X86_64Avx512Vnni)
+        && !native.has(Isa::X86_64AvxVnni)
+}
+
 fn native_isa() -> isa::IsaSet {
     prepare();
     isa::native()

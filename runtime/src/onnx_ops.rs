@@ -4,12 +4,20 @@
 //! HF exports pool CLIP's text tower through a `Flatten` of the `[batch, sequence, width]`
 //! hidden states. A flatten is a plain reshape to `[prod(dims[..axis]), prod(dims[axis..])]`,
 //! which tract's typed reshape handles with symbolic products, so Glimpse registers that.
+//!
+//! `MatMulInteger`, where tract's int8 matrix product is slower than its f32 one
+//! ([`crate::cpu::int8_products_in_f32`]): the same product of zero-point-centred integers,
+//! computed in f32. The weights are constants, so declutter turns them into f32 once at load;
+//! the activations are converted per run. Integer sums are exact in f32 up to 2^24 and within
+//! a few units in 10^7 past that, far below the quantisation error itself.
 
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::ops::binary::wire_rank_broadcast;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
+use tract_onnx::tract_hir::ops::matmul::{compute_shapes, MatMulInference};
 
 /// tract's ONNX front end with Glimpse's operators registered over its own. Intermediate
 /// `value_info` shapes are ignored: quantisers write their own symbol names there
@@ -22,6 +30,9 @@ pub(crate) fn onnx() -> tract_onnx::Onnx {
 
 fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Flatten", flatten);
+    if crate::cpu::int8_products_in_f32() {
+        reg.insert("MatMulInteger", mat_mul_integer_in_f32);
+    }
 }
 
 fn flatten(
@@ -89,5 +100,179 @@ impl Expansion for Flatten {
         let from = model.outlet_fact(inputs[0])?.shape.to_tvec();
         let to = self.output_shape(&from)?;
         model.wire_node(prefix, AxisOp::Reshape(0, from, to), inputs)
+    }
+}
+
+fn mat_mul_integer_in_f32(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let mut zero_points = tract_onnx::model::optional_inputs(node).skip(2);
+    let op = MatMulIntegerInF32 {
+        a_zero_point: zero_points.next().flatten(),
+        b_zero_point: zero_points.next().flatten(),
+    };
+    Ok((expand(op), vec![]))
+}
+
+/// ONNX `MatMulInteger` (`i32` out), computed as `(a - a0) × (b - b0)` in f32.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct MatMulIntegerInF32 {
+    /// Input index of the zero point of `a` (a scalar or one per row), if present.
+    a_zero_point: Option<usize>,
+    /// Input index of the zero point of `b` (a scalar or one per column), if present.
+    b_zero_point: Option<usize>,
+}
+
+impl MatMulIntegerInF32 {
+    /// `x - zero_point` in f32; a per-row zero point of `a` (`[m]`) becomes `[m, 1]`. Constant
+    /// operands (the weights) are converted here, once: tract does not fold a constant that
+    /// grows, and would otherwise convert and repack the weights on every run.
+    fn centred(
+        &self,
+        name: &str,
+        model: &mut TypedModel,
+        x: OutletId,
+        zero_point: Option<OutletId>,
+        per_row: bool,
+    ) -> TractResult<OutletId> {
+        let mut z = zero_point;
+        if let Some(zp) = z.filter(|_| per_row) {
+            if model.outlet_fact(zp)?.rank() == 1 {
+                z = Some(
+                    model.wire_node(format!("{name}.zero_point_per_row"), AxisOp::Add(1), &[zp])?
+                        [0],
+                );
+            }
+        }
+        let konst = |o: Option<OutletId>| -> TractResult<Option<Arc<Tensor>>> {
+            Ok(match o {
+                Some(o) => model.outlet_fact(o)?.konst.clone(),
+                None => Some(rctensor0(0f32)),
+            })
+        };
+        if let (Some(x), Some(z)) = (konst(Some(x))?, konst(z)?) {
+            let mut x = x.cast_to::<f32>()?.into_owned().into_plain_array::<f32>()?;
+            x -= &z.cast_to::<f32>()?.to_plain_array_view::<f32>()?;
+            return model.add_const(format!("{name}.centred"), x.into_tensor());
+        }
+        let f32_cast = || tract_onnx::tract_core::ops::cast::cast(f32::datum_type());
+        let x = model.wire_node(format!("{name}.to_f32"), f32_cast(), &[x])?[0];
+        let Some(z) = z else {
+            return Ok(x);
+        };
+        let z = model.wire_node(format!("{name}.zero_point_to_f32"), f32_cast(), &[z])?[0];
+        let xz = wire_rank_broadcast(name, model, &[x, z])?;
+        let sub = tract_onnx::tract_core::ops::math::sub();
+        Ok(model.wire_node(format!("{name}.centred"), sub, &xz)?[0])
+    }
+}
+
+impl Expansion for MatMulIntegerInF32 {
+    fn name(&self) -> StaticName {
+        "MatMulIntegerInF32".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        let arity = 2 + self.a_zero_point.is_some() as usize + self.b_zero_point.is_some() as usize;
+        check_input_arity(inputs, arity)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, i32::datum_type())?;
+        s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, a, b| {
+            let (_, _, c, _) = compute_shapes(a, b, false, false, false)?;
+            s.equals(&outputs[0].shape, c)
+        })
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let a_zero = self.a_zero_point.map(|i| inputs[i]);
+        let b_zero = self.b_zero_point.map(|i| inputs[i]);
+        let a = self.centred(&format!("{prefix}.a"), model, inputs[0], a_zero, true)?;
+        let b = self.centred(&format!("{prefix}.b"), model, inputs[1], b_zero, false)?;
+        let c = MatMulInference::default().wire(&format!("{prefix}.f32"), model, &[a, b])?;
+        let i32_cast = tract_onnx::tract_core::ops::cast::cast(i32::datum_type());
+        model.wire_node(prefix, i32_cast, &c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(a - a0) × (b - b0)` in integers, `a: [batch, m, k]` with one zero point per row,
+    /// `b: [k, n]` with one per column.
+    fn integer_product(
+        a: &[u8],
+        a0: &[u8],
+        b: &[i8],
+        b0: &[i8],
+        (m, k, n): (usize, usize, usize),
+    ) -> Vec<i32> {
+        let batch = a.len() / (m * k);
+        let mut c = vec![0i32; batch * m * n];
+        for (bi, i, j) in
+            (0..batch).flat_map(|bi| (0..m).flat_map(move |i| (0..n).map(move |j| (bi, i, j))))
+        {
+            c[(bi * m + i) * n + j] = (0..k)
+                .map(|p| {
+                    (a[(bi * m + i) * k + p] as i32 - a0[i] as i32)
+                        * (b[p * n + j] as i32 - b0[j] as i32)
+                })
+                .sum();
+        }
+        c
+    }
+
+    #[test]
+    fn matmul_integer_in_f32_is_the_integer_product() -> TractResult<()> {
+        let (batch, m, k, n) = (2, 3, 7, 5);
+        let a: Vec<u8> = (0..batch * m * k).map(|i| (i * 37 % 256) as u8).collect();
+        let b: Vec<i8> = (0..k * n)
+            .map(|i| (i as i32 * 53 % 255 - 127) as i8)
+            .collect();
+        let (a0, b0): (Vec<u8>, Vec<i8>) = (vec![0, 128, 255], vec![-128, -1, 0, 1, 127]);
+        let want = integer_product(&a, &a0, &b, &b0, (m, k, n));
+        let a = tensor1(&a).into_shape(&[batch, m, k])?;
+        let b = tensor1(&b).into_shape(&[k, n])?;
+        // Constant weights (converted at load) and weights fed at run time.
+        for b_is_const in [true, false] {
+            let mut model = TypedModel::default();
+            let a_in = model.add_source("a", u8::fact([batch, m, k]))?;
+            let b_in = if b_is_const {
+                model.add_const("b", b.clone())?
+            } else {
+                model.add_source("b", i8::fact([k, n]))?
+            };
+            let a0 = model.add_const("a0", tensor1(&a0))?;
+            let b0 = model.add_const("b0", tensor1(&b0))?;
+            let op = MatMulIntegerInF32 {
+                a_zero_point: Some(2),
+                b_zero_point: Some(3),
+            };
+            let c = op.wire("mm", &mut model, &[a_in, b_in, a0, b0])?;
+            model.select_output_outlets(&c)?;
+            let mut inputs = tvec![a.clone().into_tvalue()];
+            if !b_is_const {
+                inputs.push(b.clone().into_tvalue());
+            }
+            let got = model.into_runnable()?.run(inputs)?.remove(0);
+            assert_eq!(got.shape(), &[batch, m, n]);
+            assert_eq!(
+                got.to_plain_array_view::<i32>()?.as_slice().unwrap(),
+                &want[..],
+                "weights const: {b_is_const}"
+            );
+        }
+        Ok(())
     }
 }
