@@ -7,8 +7,8 @@
 //!
 //! `MatMulInteger`, where tract's int8 matrix product is slower than its f32 one
 //! ([`crate::cpu::int8_products_in_f32`]): the same product of zero-point-centred integers,
-//! computed in f32. The weights are constants, so declutter turns them into f32 once at load;
-//! the activations are converted per run. Integer sums are exact in f32 up to 2^24 and within
+//! computed in f32. Constant weights are centred and converted once, while the graph is built;
+//! the activations per run. Integer sums are exact in f32 up to 2^24 and within
 //! a few units in 10^7 past that, far below the quantisation error itself.
 
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
@@ -153,7 +153,16 @@ impl MatMulIntegerInF32 {
         };
         if let (Some(x), Some(z)) = (konst(Some(x))?, konst(z)?) {
             let mut x = x.cast_to::<f32>()?.into_owned().into_plain_array::<f32>()?;
-            x -= &z.cast_to::<f32>()?.to_plain_array_view::<f32>()?;
+            let z = z.cast_to::<f32>()?;
+            let z = z.to_plain_array_view::<f32>()?;
+            let z = z.broadcast(x.shape()).with_context(|| {
+                format!(
+                    "{name}: zero point {:?} for a {:?} operand",
+                    z.shape(),
+                    x.shape()
+                )
+            })?;
+            x -= &z;
             return model.add_const(format!("{name}.centred"), x.into_tensor());
         }
         let f32_cast = || tract_onnx::tract_core::ops::cast::cast(f32::datum_type());
@@ -273,6 +282,22 @@ mod tests {
                 "weights const: {b_is_const}"
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_weight_zero_point_that_does_not_fit_is_an_error() -> TractResult<()> {
+        let mut model = TypedModel::default();
+        let a = model.add_source("a", u8::fact([1, 2, 3]))?;
+        let b = model.add_const("b", Tensor::zero::<i8>(&[3, 4])?)?;
+        let a0 = model.add_const("a0", tensor0(0u8))?;
+        let b0 = model.add_const("b0", tensor1(&[0i8; 3]))?;
+        let op = MatMulIntegerInF32 {
+            a_zero_point: Some(2),
+            b_zero_point: Some(3),
+        };
+        let err = op.wire("mm", &mut model, &[a, b, a0, b0]).unwrap_err();
+        assert!(format!("{err:#}").contains("zero point [3]"), "{err:#}");
         Ok(())
     }
 }
