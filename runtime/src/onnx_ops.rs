@@ -14,6 +14,7 @@
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::{cast::cast, math::sub};
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::binary::wire_rank_broadcast;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
@@ -124,57 +125,55 @@ struct MatMulIntegerInF32 {
     b_zero_point: Option<usize>,
 }
 
-impl MatMulIntegerInF32 {
-    /// `x - zero_point` in f32; a per-row zero point of `a` (`[m]`) becomes `[m, 1]`. Constant
-    /// operands (the weights) are converted here, once: tract does not fold a constant that
-    /// grows, and would otherwise convert and repack the weights on every run.
-    fn centred(
-        &self,
-        name: &str,
-        model: &mut TypedModel,
-        x: OutletId,
-        zero_point: Option<OutletId>,
-        per_row: bool,
-    ) -> TractResult<OutletId> {
-        let mut z = zero_point;
-        if let Some(zp) = z.filter(|_| per_row) {
-            if model.outlet_fact(zp)?.rank() == 1 {
-                z = Some(
-                    model.wire_node(format!("{name}.zero_point_per_row"), AxisOp::Add(1), &[zp])?
-                        [0],
-                );
-            }
+/// `x - zero_point` in f32; a per-row zero point of `a` (`[m]`) becomes `[m, 1]`. Constant
+/// operands (the weights) are converted here, once: tract does not fold a constant that
+/// grows, and would otherwise convert and repack the weights on every run.
+fn centred(
+    name: &str,
+    model: &mut TypedModel,
+    x: OutletId,
+    zero_point: Option<OutletId>,
+    per_row: bool,
+) -> TractResult<OutletId> {
+    let mut z = zero_point;
+    if let Some(zp) = z.filter(|_| per_row) {
+        if model.outlet_fact(zp)?.rank() == 1 {
+            z = Some(
+                model.wire_node(format!("{name}.zero_point_per_row"), AxisOp::Add(1), &[zp])?[0],
+            );
         }
-        let konst = |o: Option<OutletId>| -> TractResult<Option<Arc<Tensor>>> {
-            Ok(match o {
-                Some(o) => model.outlet_fact(o)?.konst.clone(),
-                None => Some(rctensor0(0f32)),
-            })
-        };
-        if let (Some(x), Some(z)) = (konst(Some(x))?, konst(z)?) {
-            let mut x = x.cast_to::<f32>()?.into_owned().into_plain_array::<f32>()?;
-            let z = z.cast_to::<f32>()?;
-            let z = z.to_plain_array_view::<f32>()?;
-            let z = z.broadcast(x.shape()).with_context(|| {
-                format!(
-                    "{name}: zero point {:?} for a {:?} operand",
-                    z.shape(),
-                    x.shape()
-                )
-            })?;
-            x -= &z;
-            return model.add_const(format!("{name}.centred"), x.into_tensor());
-        }
-        let f32_cast = || tract_onnx::tract_core::ops::cast::cast(f32::datum_type());
-        let x = model.wire_node(format!("{name}.to_f32"), f32_cast(), &[x])?[0];
-        let Some(z) = z else {
-            return Ok(x);
-        };
-        let z = model.wire_node(format!("{name}.zero_point_to_f32"), f32_cast(), &[z])?[0];
-        let xz = wire_rank_broadcast(name, model, &[x, z])?;
-        let sub = tract_onnx::tract_core::ops::math::sub();
-        Ok(model.wire_node(format!("{name}.centred"), sub, &xz)?[0])
     }
+    let konst = |o: Option<OutletId>| -> TractResult<Option<Arc<Tensor>>> {
+        Ok(match o {
+            Some(o) => model.outlet_fact(o)?.konst.clone(),
+            None => Some(rctensor0(0f32)),
+        })
+    };
+    if let (Some(x), Some(z)) = (konst(Some(x))?, konst(z)?) {
+        let mut x = x.cast_to::<f32>()?.into_owned().into_plain_array::<f32>()?;
+        let z = z.cast_to::<f32>()?;
+        let z = z.to_plain_array_view::<f32>()?;
+        let z = z.broadcast(x.shape()).with_context(|| {
+            format!(
+                "{name}: zero point {:?} for a {:?} operand",
+                z.shape(),
+                x.shape()
+            )
+        })?;
+        x -= &z;
+        return model.add_const(format!("{name}.centred"), x.into_tensor());
+    }
+    let x = model.wire_node(format!("{name}.to_f32"), cast(f32::datum_type()), &[x])?[0];
+    let Some(z) = z else {
+        return Ok(x);
+    };
+    let z = model.wire_node(
+        format!("{name}.zero_point_to_f32"),
+        cast(f32::datum_type()),
+        &[z],
+    )?[0];
+    let xz = wire_rank_broadcast(name, model, &[x, z])?;
+    Ok(model.wire_node(format!("{name}.centred"), sub(), &xz)?[0])
 }
 
 impl Expansion for MatMulIntegerInF32 {
@@ -206,11 +205,10 @@ impl Expansion for MatMulIntegerInF32 {
     ) -> TractResult<TVec<OutletId>> {
         let a_zero = self.a_zero_point.map(|i| inputs[i]);
         let b_zero = self.b_zero_point.map(|i| inputs[i]);
-        let a = self.centred(&format!("{prefix}.a"), model, inputs[0], a_zero, true)?;
-        let b = self.centred(&format!("{prefix}.b"), model, inputs[1], b_zero, false)?;
+        let a = centred(&format!("{prefix}.a"), model, inputs[0], a_zero, true)?;
+        let b = centred(&format!("{prefix}.b"), model, inputs[1], b_zero, false)?;
         let c = MatMulInference::default().wire(&format!("{prefix}.f32"), model, &[a, b])?;
-        let i32_cast = tract_onnx::tract_core::ops::cast::cast(i32::datum_type());
-        model.wire_node(prefix, i32_cast, &c)
+        model.wire_node(prefix, cast(i32::datum_type()), &c)
     }
 }
 
