@@ -119,3 +119,37 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// The SmolLM2-135M-Instruct bundle `tools/smollm2.sh` builds from the real GGUF weights
+/// (`GLIMPSE_SMOLLM2` overrides the path), or `None` when it is absent and the run does not
+/// require it. CI sets `GLIMPSE_REQUIRE_LLM=1`: there a missing bundle fails the test.
+pub fn smollm2() -> Option<PathBuf> {
+    let dir = std::env::var_os("GLIMPSE_SMOLLM2").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/smollm2-135m-instruct"),
+        PathBuf::from,
+    );
+    if dir.join("llm.json").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("GLIMPSE_REQUIRE_LLM").is_none(),
+        "{} is missing: run `bash tools/smollm2.sh` (GLIMPSE_REQUIRE_LLM is set)",
+        dir.display()
+    );
+    eprintln!(
+        "skipped: {} is missing (build it with `bash tools/smollm2.sh`)",
+        dir.display()
+    );
+    None
+}
+
+/// Index of the largest value.
+pub fn argmax(values: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best as u32
+}

@@ -7,6 +7,8 @@
 //! - `index MODEL DIR`: photo-indexing throughput into a fresh index; `benches/compare_index.py`
 //!   runs it beside a Python ONNX Runtime + PIL pipeline on the same photos.
 //! - `calibrate-tags MODEL`: precision and recall of tags over the threshold, on Fashion-MNIST.
+//! - `llm MODEL`: prefill and decode tokens per second of a language model bundle;
+//!   `benches/compare_llama_cpp.py` runs it beside llama.cpp on the same weights.
 
 use std::time::Instant;
 
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use glimpse::photos::{PhotoIndex, ScanOptions};
-use glimpse::{ClipModel, LoadOptions};
+use glimpse::{ClipModel, LanguageModel, LoadOptions};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -55,6 +57,21 @@ enum Command {
         /// The precision the chosen threshold must reach on the calibration images.
         #[arg(long, default_value_t = 0.9)]
         precision: f64,
+    },
+    /// Prefill and greedy decode speed of a language model bundle; prints JSON.
+    Llm {
+        model: PathBuf,
+        /// The user message (in the bundle's chat template) to prefill.
+        #[arg(long, default_value = "What is the capital of France?")]
+        prompt: String,
+        /// Decode steps, run whatever the tokens (stop tokens do not stop them).
+        #[arg(long, default_value_t = 64)]
+        tokens: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// The 4-bit decoder (`decoder_model_merged_q4.onnx`).
+        #[arg(long)]
+        quantized: bool,
     },
 }
 
@@ -108,7 +125,66 @@ fn main() -> glimpse::Result<()> {
             data,
             precision,
         } => calibrate_tags(&model, &data, precision),
+        Command::Llm {
+            model,
+            prompt,
+            tokens,
+            threads,
+            quantized,
+        } => llm(&model, &prompt, tokens, threads, quantized),
     }
+}
+
+fn llm(
+    dir: &Path,
+    prompt: &str,
+    steps: usize,
+    threads: usize,
+    quantized: bool,
+) -> glimpse::Result<()> {
+    let opts = LoadOptions {
+        quantized,
+        threads,
+        ..LoadOptions::default()
+    };
+    let t = Instant::now();
+    let model = LanguageModel::load_with(dir, opts)?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let ids = model.chat_tokens(prompt)?;
+    let decoder = model.decoder();
+    let mut cache = decoder.cache();
+    let t = Instant::now();
+    let mut logits = decoder.forward(&mut cache, decoder.embed(&ids)?)?;
+    let prefill_s = t.elapsed().as_secs_f64();
+    let mut generated = Vec::new();
+    let t = Instant::now();
+    for _ in 0..steps {
+        let best = (0..logits.len())
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+            .unwrap_or(0) as u32;
+        generated.push(best);
+        logits = decoder.forward(&mut cache, decoder.embed(&[best])?)?;
+    }
+    let decode_s = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "load_ms": load_ms, "prompt_ids": &ids, "threads": threads,
+            "prefill_tok_s": ids.len() as f64 / prefill_s,
+            "decode_tok_s": steps as f64 / decode_s,
+            "tokens": generated, "cache_bytes": cache.bytes(),
+            "peak_rss_mb": peak_rss_mb(),
+        })
+    );
+    Ok(())
+}
+
+/// This process's peak resident memory (Linux `VmHWM`), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 fn speed(a: Args) -> glimpse::Result<()> {

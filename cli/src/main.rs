@@ -1,7 +1,9 @@
 //! `glimpse`: CLIP embeddings, zero-shot classification and image-text similarity
-//! from the command line, and an offline photo library (index, search, tags, dupes).
+//! from the command line, an offline photo library (index, search, tags, dupes), and
+//! chat with a language model bundle.
 
 mod bench;
+mod chat;
 mod library;
 
 use std::path::PathBuf;
@@ -92,6 +94,8 @@ enum Command {
         #[arg(long)]
         profile: bool,
     },
+    /// Answer a prompt with a language model bundle (llm.json), streaming the text.
+    Chat(chat::ChatArgs),
     #[command(flatten)]
     Library(library::LibraryCommand),
 }
@@ -156,6 +160,7 @@ fn run(cli: &Cli) -> glimpse::Result<()> {
             };
             bench::run(dir, opts(true, true), &args, cli.json)?;
         }
+        Command::Chat(args) => chat::run(dir, opts(false, false), args, cli.json)?,
         Command::Library(cmd) => {
             let (vision, text) = library::towers(cmd);
             let model = ClipModel::load_with(dir, opts(vision, text))?;

@@ -344,6 +344,14 @@ impl BundleSpec {
 
 /// `SHA256SUMS` (as `sha256sum` writes it: hex, two spaces or " *", relative path), if the
 /// bundle has one: relative path → lowercase hex.
+/// `spec` with the SHA-256 `dir`'s `SHA256SUMS` lists for its file, if any.
+pub(crate) fn with_listed_checksum(dir: &Path, mut spec: GraphSpec) -> Result<GraphSpec> {
+    let sums = read_checksums(dir)?;
+    let rel = spec.path.strip_prefix(dir).ok();
+    spec.sha256 = rel.and_then(|r| sums.get(&r.to_string_lossy().replace('\\', "/")).cloned());
+    Ok(spec)
+}
+
 fn read_checksums(dir: &Path) -> Result<std::collections::HashMap<String, String>> {
     let path = dir.join(CHECKSUMS);
     let mut out = std::collections::HashMap::new();

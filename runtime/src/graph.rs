@@ -181,18 +181,18 @@ impl GraphFile {
         ))
     }
 
-    /// Optimises the graph for the given input facts, keeping only `output`; `half` runs its
-    /// float math in f16.
+    /// Optimises the graph for the given input facts, keeping only `outputs` (in that order);
+    /// `half` runs its float math in f16.
     pub fn build(
         &self,
         tower: &'static str,
         facts: &[(String, DatumType, Vec<Dim>)],
-        output: &str,
+        outputs: &[&str],
         half: bool,
     ) -> Result<Graph> {
         crate::cpu::prepare();
         contained(
-            || self.build_unguarded(tower, facts, output, half),
+            || self.build_unguarded(tower, facts, outputs, half),
             |reason| Error::Model {
                 path: self.path.clone(),
                 reason,
@@ -204,7 +204,7 @@ impl GraphFile {
         &self,
         tower: &'static str,
         facts: &[(String, DatumType, Vec<Dim>)],
-        output: &str,
+        outputs: &[&str],
         half: bool,
     ) -> Result<Graph> {
         let path = &self.path;
@@ -243,7 +243,7 @@ impl GraphFile {
                 .set_input_fact(ix, InferenceFact::dt_shape(*dt, shape))
                 .map_err(fail)?;
         }
-        model.select_outputs_by_name([output]).map_err(fail)?;
+        model.select_outputs_by_name(outputs).map_err(fail)?;
         let plan = (|| {
             let mut typed = model.into_typed()?.into_decluttered()?;
             if half {
@@ -301,27 +301,27 @@ impl Graph {
         self.clone().with_pool(Executor::SingleThread)
     }
 
-    /// Runs the graph; returns its single output.
+    /// Runs the graph; returns its first output, in f32.
     pub fn run(&self, inputs: TVec<Tensor>) -> Result<Tensor> {
-        contained(
-            || self.run_unguarded(inputs),
-            |reason| Error::Inference {
-                tower: self.tower,
-                reason,
-            },
-        )
-    }
-
-    fn run_unguarded(&self, inputs: TVec<Tensor>) -> Result<Tensor> {
         let fail = |e: TractError| self.inference_error(format!("{e:#}"));
         let inputs = self.cast_inputs(inputs).map_err(fail)?;
-        let mut out =
-            multithread_tract_scope(self.pool.clone(), || self.plan.run(inputs)).map_err(fail)?;
-        out.remove(0)
+        self.run_values(inputs)?
+            .remove(0)
             .into_tensor()
             .cast_to::<f32>()
             .map(|t| t.into_owned())
             .map_err(fail)
+    }
+
+    /// Runs the graph on inputs of the plan's own types; returns every output kept.
+    pub fn run_values(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
+        contained(
+            || {
+                multithread_tract_scope(self.pool.clone(), || self.plan.run(inputs))
+                    .map_err(|e| self.inference_error(format!("{e:#}")))
+            },
+            |reason| self.inference_error(reason),
+        )
     }
 
     /// Runs once on the caller's thread, timing every node: tract's per-node profile.

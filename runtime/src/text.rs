@@ -77,10 +77,10 @@ impl TextTower {
         // HF's end-token pooling indexes `arange(batch) * sequence`, which tract cannot
         // simplify with both symbolic: such graphs run one text at a time.
         let (graph, batch) =
-            match file.build("text", &facts(Dim::Symbol("batch")), &spec.output, half) {
+            match file.build("text", &facts(Dim::Symbol("batch")), &[&spec.output], half) {
                 Ok(g) => (g, MAX_BATCH),
                 Err(_) if fixed_len.is_none() => (
-                    file.build("text", &facts(Dim::Fixed(1)), &spec.output, half)?,
+                    file.build("text", &facts(Dim::Fixed(1)), &[&spec.output], half)?,
                     1,
                 ),
                 Err(e) => return Err(e),

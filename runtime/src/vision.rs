@@ -68,7 +68,7 @@ impl VisionTower {
             .build(
                 "image",
                 &[(spec.input.clone(), f32::datum_type(), dims)],
-                &spec.output,
+                &[&spec.output],
                 half,
             )?
             .with_pool(pool.clone());

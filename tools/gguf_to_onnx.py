@@ -1,0 +1,309 @@
+"""Convert a llama-architecture GGUF (e.g. SmolLM2-135M-Instruct) into a Glimpse LLM bundle.
+
+    python3 tools/gguf_to_onnx.py SmolLM2-135M-Instruct.Q4_1.gguf models/smollm2-135m-instruct
+
+The bundle follows the transformers.js decoder layout:
+  onnx/embed_tokens.onnx           input_ids [batch, sequence] -> inputs_embeds [batch, sequence, d]
+  onnx/decoder_model_merged.onnx   inputs_embeds, position_ids, past_key_values.{i}.key/.value
+                                   [batch, kv_heads, past, head_dim] -> logits, present.{i}.key/.value
+  onnx/decoder_model_merged_q4.onnx  the same with its matrix products' weights in llama.cpp's
+                                   Q4_0 (com.microsoft MatMulNBits, bits 4, blocks of 32)
+  tokenizer.json                   Hugging Face format, built from the GGUF's vocabulary and merges
+  llm.json                         chat template, stop tokens, cache shapes
+
+Weights are dequantised to float32 (gguf's own dequantiser); the q4 variant requantises them
+with llama.cpp's Q4_0 rounding, so llama.cpp can run the very same 4-bit weights. llama.cpp stores the query and key
+projections permuted for its pairwise RoPE; they are permuted back to Hugging Face's layout
+(rotate-half RoPE), so the graph is the one `transformers` would export.
+Needs: numpy, onnx, gguf (see requirements-llm.txt). Nothing else.
+"""
+
+import argparse
+import json
+import pathlib
+
+import gguf
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+class Gguf:
+    """The fields and float32 tensors of a GGUF file."""
+
+    def __init__(self, path):
+        self.reader = gguf.GGUFReader(path)
+        self.tensors = {t.name: t for t in self.reader.tensors}
+
+    def field(self, key, default=None):
+        f = self.reader.fields.get(key)
+        return default if f is None else f.contents()
+
+    def tensor(self, name):
+        t = self.tensors[name]
+        return np.ascontiguousarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+
+
+def llama_config(g):
+    arch = g.field("general.architecture")
+    if arch != "llama":
+        raise SystemExit(f"unsupported architecture {arch!r}: this converter reads llama GGUFs")
+    p = f"{arch}."
+    heads = int(g.field(p + "attention.head_count"))
+    d = int(g.field(p + "embedding_length"))
+    return {
+        "layers": int(g.field(p + "block_count")),
+        "hidden": d,
+        "heads": heads,
+        "kv_heads": int(g.field(p + "attention.head_count_kv", heads)),
+        "head_dim": d // heads,
+        "ffn": int(g.field(p + "feed_forward_length")),
+        "rope_base": float(g.field(p + "rope.freq_base", 10000.0)),
+        "rms_eps": float(g.field(p + "attention.layer_norm_rms_epsilon")),
+        "context": int(g.field(p + "context_length")),
+        "vocab": len(g.field("tokenizer.ggml.tokens")),
+    }
+
+
+def q4_0(w):
+    """llama.cpp's Q4_0 (`quantize_row_q4_0_ref`) of a [n, k] weight, blocks of 32 along k:
+    codes 0..15 and one f16 scale per block, w ~ (code - 8) * scale."""
+    n, k = w.shape
+    blocks = w.reshape(n, k // 32, 32).astype(np.float32)
+    pick = np.abs(blocks).argmax(-1)[..., None]
+    d = np.take_along_axis(blocks, pick, -1) / np.float32(-8)       # signed max / -8
+    inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d != 0)
+    codes = np.minimum(15, np.trunc(blocks * inv + np.float32(8.5))).astype(np.uint8)
+    return codes, d[..., 0].astype(np.float16)
+
+
+def dequantize_q4_0(codes, scales):
+    n, blocks, _ = codes.shape
+    w = (codes.astype(np.float32) - 8) * scales.astype(np.float32)[..., None]
+    return w.reshape(n, blocks * 32)
+
+
+def unpermute(w, heads):
+    """Undo llama.cpp's query/key row permutation (pairwise RoPE -> rotate-half RoPE)."""
+    rows = w.shape[0]
+    return w.reshape(heads, rows // heads // 2, 2, -1).swapaxes(1, 2).reshape(w.shape)
+
+
+class Graph:
+    """A small ONNX graph builder: unique names, initialisers, nodes. `q4` stores the
+    matrix-product weights as Q4_0 in com.microsoft MatMulNBits nodes."""
+
+    def __init__(self, q4=False):
+        self.nodes, self.inits, self.count, self.q4 = [], [], 0, q4
+
+    def const(self, value, name=None, dtype=np.float32):
+        self.count += 1
+        name = name or f"c{self.count}"
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def ints(self, values):
+        return self.const(values, dtype=np.int64)
+
+    def op(self, kind, *inputs, outputs=1, name=None, **attrs):
+        self.count += 1
+        outs = [name or f"{kind.lower()}{self.count}"] if outputs == 1 else [
+            f"{kind.lower()}{self.count}_{i}" for i in range(outputs)]
+        self.nodes.append(helper.make_node(kind, list(inputs), outs, **attrs))
+        return outs[0] if outputs == 1 else outs
+
+    def model(self, inputs, outputs, name):
+        graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
+        opsets = [helper.make_opsetid("", OPSET)]
+        if self.q4:
+            opsets.append(helper.make_opsetid("com.microsoft", 1))
+        model = helper.make_model(graph, opset_imports=opsets,
+                                  producer_name="glimpse tools/gguf_to_onnx.py")
+        onnx.checker.check_model(model, full_check=False)
+        return model
+
+
+def rms_norm(g, x, weight, eps):
+    mean = g.op("ReduceMean", g.op("Mul", x, x), axes=[-1], keepdims=1)
+    inv = g.op("Reciprocal", g.op("Sqrt", g.op("Add", mean, g.const(eps))))
+    return g.op("Mul", g.op("Mul", x, inv), g.const(weight))
+
+
+def linear(g, x, weight, name=None):
+    """x @ weight.T for a [out, in] weight: stored transposed, or as Q4_0 MatMulNBits."""
+    if not g.q4:
+        return g.op("MatMul", x, g.const(np.ascontiguousarray(weight.T)), name=name)
+    n, k = weight.shape
+    codes, scales = q4_0(weight)
+    packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)  # [n, k/32, 16]
+    return g.op("MatMulNBits", x, g.const(packed, dtype=np.uint8),
+                g.const(scales.astype(np.float32).reshape(-1)), name=name,
+                domain="com.microsoft", K=k, N=n, bits=4, block_size=32)
+
+
+def rotate(g, x, cos, sin, half):
+    """Rotate-half RoPE on the last axis."""
+    lo = g.op("Slice", x, g.ints([0]), g.ints([half]), g.ints([-1]))
+    hi = g.op("Slice", x, g.ints([half]), g.ints([2 * half]), g.ints([-1]))
+    rotated = g.op("Concat", g.op("Neg", hi), lo, axis=-1)
+    return g.op("Add", g.op("Mul", x, cos), g.op("Mul", rotated, sin))
+
+
+def decoder_model(gg, cfg, q4=False):
+    g = Graph(q4)
+    d, hd, heads, kvh = cfg["hidden"], cfg["head_dim"], cfg["heads"], cfg["kv_heads"]
+    group = heads // kvh
+    inputs = [
+        helper.make_tensor_value_info("inputs_embeds", TensorProto.FLOAT, ["batch", "sequence", d]),
+        helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "sequence"]),
+    ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                             ["batch", "sequence", cfg["vocab"]])]
+
+    # RoPE tables from the positions: [batch, sequence, head_dim].
+    inv_freq = 1.0 / cfg["rope_base"] ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    pos = g.op("Unsqueeze", g.op("Cast", "position_ids", to=TensorProto.FLOAT), g.ints([-1]))
+    freqs = g.op("Mul", pos, g.const(inv_freq))
+    angles = g.op("Concat", freqs, freqs, axis=-1)
+    cos, sin = g.op("Cos", angles), g.op("Sin", angles)
+    # Keys [b, kv, t, hd] take them as [b, 1, s, hd]; grouped queries [b, kv, group, s, hd] as
+    # [b, 1, 1, s, hd].
+    cos_k, sin_k = (g.op("Unsqueeze", c, g.ints([1])) for c in (cos, sin))
+    cos_q, sin_q = (g.op("Unsqueeze", c, g.ints([1, 2])) for c in (cos, sin))
+
+    h = "inputs_embeds"
+    mask = None
+    for i in range(cfg["layers"]):
+        b = f"blk.{i}."
+        past_k, past_v = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
+        for name in (past_k, past_v):
+            inputs.append(helper.make_tensor_value_info(
+                name, TensorProto.FLOAT, ["batch", kvh, "past_sequence", hd]))
+        x = rms_norm(g, h, gg.tensor(b + "attn_norm.weight"), cfg["rms_eps"])
+        wq = unpermute(gg.tensor(b + "attn_q.weight"), heads)
+        wk = unpermute(gg.tensor(b + "attn_k.weight"), kvh)
+        # Queries grouped by the key head they share: [b, kv, group, s, hd].
+        q = g.op("Reshape", linear(g, x, wq), g.ints([0, 0, kvh, group, hd]))
+        q = rotate(g, g.op("Transpose", q, perm=[0, 2, 3, 1, 4]), cos_q, sin_q, hd // 2)
+        k = g.op("Reshape", linear(g, x, wk), g.ints([0, 0, kvh, hd]))
+        k = rotate(g, g.op("Transpose", k, perm=[0, 2, 1, 3]), cos_k, sin_k, hd // 2)
+        v = g.op("Reshape", linear(g, x, gg.tensor(b + "attn_v.weight")), g.ints([0, 0, kvh, hd]))
+        v = g.op("Transpose", v, perm=[0, 2, 1, 3])
+        present_k = g.op("Concat", past_k, k, axis=2, name=f"present.{i}.key")
+        present_v = g.op("Concat", past_v, v, axis=2, name=f"present.{i}.value")
+        for name in (present_k, present_v):
+            outputs.append(helper.make_tensor_value_info(
+                name, TensorProto.FLOAT, ["batch", kvh, "total_sequence", hd]))
+        if mask is None:
+            # Causal mask from positions: key j is hidden from a query at position p when j > p.
+            total = g.op("Gather", g.op("Shape", present_k), g.ints(2), axis=0)
+            keys = g.op("Cast", g.op("Range", g.ints(0), total, g.ints(1)), to=TensorProto.FLOAT)
+            query = g.op("Unsqueeze", g.op("Cast", "position_ids", to=TensorProto.FLOAT),
+                         g.ints([1, 2, 4]))
+            mask = g.op("Where", g.op("Greater", keys, query),
+                        g.const(np.finfo(np.float32).min), g.const(0.0))
+        kt = g.op("Unsqueeze", g.op("Transpose", present_k, perm=[0, 1, 3, 2]), g.ints([2]))
+        scores = g.op("Mul", g.op("MatMul", q, kt), g.const(1.0 / np.sqrt(hd)))
+        probs = g.op("Softmax", g.op("Add", scores, mask), axis=-1)
+        attn = g.op("MatMul", probs, g.op("Unsqueeze", present_v, g.ints([2])))
+        attn = g.op("Reshape", g.op("Transpose", attn, perm=[0, 3, 1, 2, 4]), g.ints([0, 0, d]))
+        h = g.op("Add", h, linear(g, attn, gg.tensor(b + "attn_output.weight")))
+
+        x = rms_norm(g, h, gg.tensor(b + "ffn_norm.weight"), cfg["rms_eps"])
+        gate = linear(g, x, gg.tensor(b + "ffn_gate.weight"))
+        up = linear(g, x, gg.tensor(b + "ffn_up.weight"))
+        act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), up)
+        h = g.op("Add", h, linear(g, act, gg.tensor(b + "ffn_down.weight")))
+
+    h = rms_norm(g, h, gg.tensor("output_norm.weight"), cfg["rms_eps"])
+    head = "output.weight" if "output.weight" in gg.tensors else "token_embd.weight"
+    linear(g, h, gg.tensor(head), name="logits")
+    return g.model(inputs, outputs, "decoder")
+
+
+def embed_model(gg, cfg):
+    g = Graph()
+    table = g.const(gg.tensor("token_embd.weight"), name="embed_tokens.weight")
+    g.nodes.append(helper.make_node("Gather", [table, "input_ids"], ["inputs_embeds"], axis=0))
+    return g.model(
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("inputs_embeds", TensorProto.FLOAT,
+                                       ["batch", "sequence", cfg["hidden"]])],
+        "embed_tokens")
+
+
+def tokenizer_json(gg):
+    """Hugging Face tokenizer.json for a GGUF `gpt2` (byte-level BPE) vocabulary."""
+    if gg.field("tokenizer.ggml.model") != "gpt2":
+        raise SystemExit("only byte-level BPE (tokenizer.ggml.model = gpt2) vocabularies are read")
+    pre = gg.field("tokenizer.ggml.pre")
+    if pre not in ("smollm", "gpt2", "default"):
+        raise SystemExit(f"pre-tokenizer {pre!r} is not mapped yet")
+    tokens = gg.field("tokenizer.ggml.tokens")
+    types = gg.field("tokenizer.ggml.token_type")
+    control = [i for i, t in enumerate(types) if t in (3, 4)]  # CONTROL, USER_DEFINED
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                  "use_regex": True}
+    pre_tokenizer = byte_level if pre != "smollm" else {
+        "type": "Sequence",
+        "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level]}
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [{"id": i, "content": tokens[i], "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": False, "special": True}
+                         for i in control],
+        "normalizer": None,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": byte_level,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": {t: i for i, t in enumerate(tokens)},
+                  "merges": list(gg.field("tokenizer.ggml.merges"))},
+    }
+
+
+def manifest(gg, cfg):
+    tokens = gg.field("tokenizer.ggml.tokens")
+    eos = int(gg.field("tokenizer.ggml.eos_token_id"))
+    stops = sorted({eos} | {i for i, t in enumerate(tokens) if t in ("<|im_end|>", "<|endoftext|>")})
+    return {
+        "type": "llm",
+        # The bare ChatML turn: the GGUF's own template adds a default system turn, which makes
+        # SmolLM2-135M answer worse (see ../shared/models.md).
+        "chat_template": "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n",
+        "stop_tokens": stops,
+        "layers": cfg["layers"],
+        "kv_heads": cfg["kv_heads"],
+        "head_dim": cfg["head_dim"],
+        "hidden": cfg["hidden"],
+        "vocab": cfg["vocab"],
+        "context": cfg["context"],
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("gguf")
+    ap.add_argument("out")
+    args = ap.parse_args()
+    gg = Gguf(args.gguf)
+    cfg = llama_config(gg)
+    out = pathlib.Path(args.out)
+    (out / "onnx").mkdir(parents=True, exist_ok=True)
+    onnx.save(embed_model(gg, cfg), out / "onnx" / "embed_tokens.onnx")
+    onnx.save(decoder_model(gg, cfg), out / "onnx" / "decoder_model_merged.onnx")
+    # transformers.js names a 4-bit variant `<graph>_q4.onnx`.
+    onnx.save(decoder_model(gg, cfg, q4=True), out / "onnx" / "decoder_model_merged_q4.onnx")
+    (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(gg), ensure_ascii=False))
+    (out / "llm.json").write_text(json.dumps(manifest(gg, cfg), indent=2) + "\n")
+    print(f"wrote {out}: {cfg}")
+
+
+if __name__ == "__main__":
+    main()
