@@ -47,6 +47,13 @@ impl Reference {
 pub fn read_npy_f32(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let npy = npyz::NpyFile::new(&bytes[..]).expect("npy header");
+    // A transposed array saved as is is stored column-major: its flat data is not C order.
+    assert_eq!(
+        npy.order(),
+        npyz::Order::C,
+        "{}: not C order",
+        path.display()
+    );
     npy.into_vec::<f32>().expect("f32 npy data")
 }
 

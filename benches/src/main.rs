@@ -166,6 +166,31 @@ fn llm(
         logits = decoder.forward(&mut cache, decoder.embed(&[best])?)?;
     }
     let decode_s = t.elapsed().as_secs_f64();
+    if std::env::var_os("GLIMPSE_PROFILE").is_some() {
+        let mut by_op = std::collections::BTreeMap::<String, (f64, usize)>::new();
+        let times = decoder.profile(&cache, decoder.embed(&[generated[0]])?)?;
+        for t in &times {
+            let e = by_op.entry(t.op.clone()).or_default();
+            e.0 += t.seconds;
+            e.1 += 1;
+        }
+        let mut rows: Vec<_> = by_op.into_iter().collect();
+        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        let total: f64 = times.iter().map(|t| t.seconds).sum();
+        eprintln!(
+            "one decode step: {:.2} ms in {} nodes",
+            total * 1e3,
+            times.len()
+        );
+        for (op, (s, n)) in rows.iter().take(15) {
+            eprintln!("  {op:24} {:7.3} ms  ({n} nodes)", s * 1e3);
+        }
+        let mut slow: Vec<_> = times.iter().collect();
+        slow.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        for t in slow.iter().take(12) {
+            eprintln!("  {:7.3} ms  {} {}", t.seconds * 1e3, t.op, t.node);
+        }
+    }
     println!(
         "{}",
         json!({

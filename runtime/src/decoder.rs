@@ -225,6 +225,22 @@ impl Decoder {
         }
     }
 
+    /// Times every node of one decoder run of `embeds` after `cache` (the cache is left
+    /// as it was): tract's per-node profile.
+    pub fn profile(&self, cache: &Cache, embeds: Tensor) -> Result<Vec<crate::NodeTime>> {
+        let n = embeds.shape().get(1).copied().unwrap_or(0);
+        let positions: Vec<i64> = (cache.len..cache.len + n).map(|p| p as i64).collect();
+        let positions = tensor1(&positions)
+            .into_shape(&[1, n])
+            .map_err(|e| Error::InvalidArgument(format!("positions: {e:#}")))?;
+        let fed: Vec<Tensor> = [embeds, positions]
+            .into_iter()
+            .chain(cache.values.iter().map(|v| v.clone().into_tensor()))
+            .collect();
+        self.decoder
+            .profile(self.order.iter().map(|&i| fed[i].clone()).collect())
+    }
+
     fn bad_output(&self, reason: String) -> Error {
         Error::Inference {
             tower: "decoder",

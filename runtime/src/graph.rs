@@ -301,6 +301,12 @@ impl Graph {
         self.clone().with_pool(Executor::SingleThread)
     }
 
+    /// The concrete shape of output `ix`, when the plan knows it without running.
+    pub fn output_shape(&self, ix: usize) -> Option<Vec<usize>> {
+        let fact = self.plan.model().output_fact(ix).ok()?;
+        fact.shape.as_concrete().map(|s| s.to_vec())
+    }
+
     /// Runs the graph; returns its first output, in f32.
     pub fn run(&self, inputs: TVec<Tensor>) -> Result<Tensor> {
         let fail = |e: TractError| self.inference_error(format!("{e:#}"));
