@@ -95,7 +95,24 @@ enum Command {
         profile: bool,
     },
     /// Answer a prompt with a language model bundle (llm.json), streaming the text.
-    Chat(chat::ChatArgs),
+    Chat {
+        prompt: String,
+        #[command(flatten)]
+        gen: chat::GenerateArgs,
+    },
+    /// Describe an image with a vision-language bundle (llm.json with image_chat_template).
+    Describe {
+        image: PathBuf,
+        #[command(flatten)]
+        gen: chat::GenerateArgs,
+    },
+    /// Answer a question about an image with a vision-language bundle.
+    Ask {
+        image: PathBuf,
+        question: String,
+        #[command(flatten)]
+        gen: chat::GenerateArgs,
+    },
     #[command(flatten)]
     Library(library::LibraryCommand),
 }
@@ -160,7 +177,31 @@ fn run(cli: &Cli) -> glimpse::Result<()> {
             };
             bench::run(dir, opts(true, true), &args, cli.json)?;
         }
-        Command::Chat(args) => chat::run(dir, opts(false, false), args, cli.json)?,
+        Command::Chat { prompt, gen } => chat::run(
+            dir,
+            opts(false, false),
+            chat::Request::Chat(prompt),
+            gen,
+            cli.json,
+        )?,
+        Command::Describe { image, gen } => chat::run(
+            dir,
+            opts(false, false),
+            chat::Request::Describe(image),
+            gen,
+            cli.json,
+        )?,
+        Command::Ask {
+            image,
+            question,
+            gen,
+        } => chat::run(
+            dir,
+            opts(false, false),
+            chat::Request::Ask(image, question),
+            gen,
+            cli.json,
+        )?,
         Command::Library(cmd) => {
             let (vision, text) = library::towers(cmd);
             let model = ClipModel::load_with(dir, opts(vision, text))?;

@@ -161,6 +161,11 @@ impl Decoder {
         })
     }
 
+    /// Width of a token embedding.
+    pub fn hidden(&self) -> usize {
+        self.shape.hidden
+    }
+
     /// An empty cache.
     pub fn cache(&self) -> Cache {
         let CacheShape {

@@ -11,7 +11,8 @@
 //! Pipeline stages, one per module: [`bundle`] (find files) → [`decode`] (image bytes to
 //! RGB; [`pixels`] for raw buffers) → [`preprocess`] (resize, crop, normalise) → [`vision`] /
 //! [`tokenize`] → [`text`] (graphs) → [`classify`] (zero-shot); [`photos`] indexes and
-//! searches a photo library.
+//! searches a photo library. Language models: [`decoder`] (graphs, KV cache) → [`sampling`]
+//! → [`llm`] (generation); with images, [`vlm`]: vision encoder → [`projector`] → [`llm`].
 
 pub mod bundle;
 pub mod classify;
@@ -34,6 +35,7 @@ pub mod sampling;
 pub mod text;
 pub mod tokenize;
 pub mod vision;
+pub mod vlm;
 
 pub use bundle::{LoadOptions, Precision};
 pub use classify::{Prediction, ZeroShot, DEFAULT_TEMPLATES};
@@ -47,3 +49,4 @@ pub use llm::{GenerateOptions, Generation, LanguageModel, StopReason};
 pub use pixels::PixelFormat;
 pub use projector::Projector;
 pub use sampling::Sampling;
+pub use vlm::VisionLanguageModel;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::bundle::{GraphSpec, LoadOptions};
-use crate::decoder::{Cache, CacheShape, Decoder};
+use crate::decoder::{CacheShape, Decoder};
 use crate::error::{Error, Result};
 use crate::sampling::{Sampler, Sampling};
 
@@ -25,6 +25,8 @@ const PROMPT_SLOT: &str = "{prompt}";
 struct Manifest {
     r#type: String,
     chat_template: String,
+    /// The template for a turn with an image ([`crate::vlm`]): `{prompt}` and `<image>`.
+    image_chat_template: Option<String>,
     stop_tokens: Vec<u32>,
     layers: usize,
     kv_heads: usize,
@@ -50,6 +52,7 @@ pub struct LanguageModel {
     vocab: usize,
     context: usize,
     max_text_bytes: usize,
+    pub(crate) image_chat_template: Option<String>,
 }
 
 /// Limits and sampling of one generation.
@@ -91,6 +94,8 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     pub prompt_tokens: usize,
     pub stop: StopReason,
+    /// Time to encode the image (vision encoder and projector; 0 without an image).
+    pub image_seconds: f64,
     /// Time to run the prompt through the decoder.
     pub prefill_seconds: f64,
     /// Time of the decoder steps after the prompt.
@@ -201,6 +206,7 @@ impl LanguageModel {
             vocab: m.vocab,
             context: m.context,
             max_text_bytes: opts.max_text_bytes,
+            image_chat_template: m.image_chat_template,
         })
     }
 
@@ -217,6 +223,20 @@ impl LanguageModel {
     /// The token ids of `prompt` inside the chat template. Special-token strings in `prompt`
     /// (`<|im_end|>`...) are read as plain text, so user text cannot end its own turn.
     pub fn chat_tokens(&self, prompt: &str) -> Result<Vec<u32>> {
+        let mut ids = self.template_tokens(&self.before)?;
+        ids.extend(self.text_tokens(prompt)?);
+        ids.extend(self.template_tokens(&self.after)?);
+        Ok(ids)
+    }
+
+    /// Token ids of a piece of chat template: special-token strings are special tokens.
+    pub(crate) fn template_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        encode(&self.template_tokenizer, text)
+    }
+
+    /// Token ids of user text, checked (not empty, within `max_text_bytes`); special-token
+    /// strings in it stay plain text.
+    pub(crate) fn text_tokens(&self, prompt: &str) -> Result<Vec<u32>> {
         if prompt.trim().is_empty() {
             return Err(Error::Text("the prompt is empty".into()));
         }
@@ -227,10 +247,7 @@ impl LanguageModel {
                 self.max_text_bytes
             )));
         }
-        let mut ids = encode(&self.template_tokenizer, &self.before)?;
-        ids.extend(encode(&self.text_tokenizer, prompt)?);
-        ids.extend(encode(&self.template_tokenizer, &self.after)?);
-        Ok(ids)
+        encode(&self.text_tokenizer, prompt)
     }
 
     /// Answers `prompt` (put in the chat template), calling `on_text` with each new piece of
@@ -250,37 +267,61 @@ impl LanguageModel {
         &self,
         prompt: &[u32],
         opts: &GenerateOptions,
+        on_text: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation> {
+        self.check_tokens(prompt)?;
+        self.check_prompt_len(prompt.len())?;
+        let embeds = self.decoder.embed(prompt)?;
+        self.generate_embedded(embeds, opts, on_text)
+    }
+
+    /// Checks ids are in the vocabulary (and there are some).
+    pub(crate) fn check_tokens(&self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::Text("the prompt holds no tokens".into()));
+        }
+        match ids.iter().find(|&&t| t as usize >= self.vocab) {
+            Some(bad) => Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.vocab
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn check_prompt_len(&self, n: usize) -> Result<()> {
+        match n < self.context {
+            true => Ok(()),
+            false => Err(Error::Text(format!(
+                "the prompt is {n} tokens, the model's context holds {} (prompt and answer)",
+                self.context
+            ))),
+        }
+    }
+
+    /// Generates after the prompt embeddings `prompt` (`[1, n, hidden]`).
+    pub(crate) fn generate_embedded(
+        &self,
+        prompt: tract_onnx::prelude::Tensor,
+        opts: &GenerateOptions,
         mut on_text: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Generation> {
         opts.sampling.check().map_err(Error::InvalidArgument)?;
-        if prompt.is_empty() {
-            return Err(Error::Text("the prompt holds no tokens".into()));
-        }
-        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= self.vocab) {
-            return Err(Error::InvalidArgument(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.vocab
-            )));
-        }
-        if prompt.len() >= self.context {
-            return Err(Error::Text(format!(
-                "the prompt is {} tokens, the model's context holds {} (prompt and answer)",
-                prompt.len(),
-                self.context
-            )));
-        }
+        let prompt_tokens = prompt.shape().get(1).copied().unwrap_or(0);
+        self.check_prompt_len(prompt_tokens)?;
         let mut sampler = Sampler::new(opts.sampling);
         let mut cache = self.decoder.cache();
         let started = Instant::now();
-        let mut logits = self.step(&mut cache, prompt)?;
+        let mut logits = self.decoder.forward(&mut cache, prompt)?;
         let prefill_seconds = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
         let mut out = Generation {
             text: String::new(),
             tokens: Vec::new(),
-            prompt_tokens: prompt.len(),
+            prompt_tokens,
             stop: StopReason::MaxTokens,
+            image_seconds: 0.0,
             prefill_seconds,
             decode_seconds: 0.0,
             decode_steps: 0,
@@ -305,17 +346,14 @@ impl LanguageModel {
                 out.stop = StopReason::ContextFull;
                 break;
             }
-            logits = self.step(&mut cache, &[token])?;
+            logits = self
+                .decoder
+                .forward(&mut cache, self.decoder.embed(&[token])?)?;
             out.decode_steps += 1;
         }
         out.decode_seconds = started.elapsed().as_secs_f64();
         out.text = decode(&self.template_tokenizer, &out.tokens)?;
         Ok(out)
-    }
-
-    fn step(&self, cache: &mut Cache, ids: &[u32]) -> Result<Vec<f32>> {
-        let embeds = self.decoder.embed(ids)?;
-        self.decoder.forward(cache, embeds)
     }
 }
 

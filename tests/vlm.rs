@@ -1,0 +1,146 @@
+//! Image in, text out: the seeded vision encoder and LDPv2 projector of `fixtures/vlm-tiny`
+//! (`tools/make_vlm.py`, PyTorch references) in front of the real SmolLM2.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use glimpse::{GenerateOptions, Projector, Sampling, VisionLanguageModel};
+use glimpse_tests::{fixtures, read_npy_f32, smollm2};
+
+const RELATIVE_ERROR: f64 = 1e-4;
+const TEMPLATE: &str = "<|im_start|>user\n<image>\n{prompt}<|im_end|>\n<|im_start|>assistant\n";
+
+fn relative_error(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+        .sum();
+    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+    (diff / norm).sqrt()
+}
+
+/// SmolLM2's bundle (linked) plus the tiny vision half, with `edit` applied to `llm.json`.
+fn bundle(
+    llm: &Path,
+    projector: &Path,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let link = |from: &Path, to: &str| {
+        std::os::unix::fs::symlink(from.canonicalize().unwrap(), tmp.path().join(to)).unwrap()
+    };
+    std::fs::create_dir(tmp.path().join("onnx")).unwrap();
+    for name in ["embed_tokens.onnx", "decoder_model_merged.onnx"] {
+        link(&llm.join("onnx").join(name), &format!("onnx/{name}"));
+    }
+    link(&llm.join("tokenizer.json"), "tokenizer.json");
+    let vlm = fixtures().join("vlm-tiny");
+    link(
+        &vlm.join("onnx/vision_encoder.onnx"),
+        "onnx/vision_encoder.onnx",
+    );
+    link(projector, "onnx/projector.onnx");
+    link(
+        &vlm.join("preprocessor_config.json"),
+        "preprocessor_config.json",
+    );
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(llm.join("llm.json")).unwrap()).unwrap();
+    manifest["image_chat_template"] = TEMPLATE.into();
+    edit(&mut manifest);
+    std::fs::write(tmp.path().join("llm.json"), manifest.to_string()).unwrap();
+    tmp
+}
+
+#[test]
+fn projector_matches_pytorch() {
+    let dir = fixtures().join("vlm-tiny");
+    let projector = Projector::load(dir.join("onnx/projector.onnx")).unwrap();
+    assert_eq!(projector.output_shape(), (144, 576));
+    let out = projector
+        .project(&read_npy_f32(&dir.join("features.npy")))
+        .unwrap();
+    let got: Vec<f32> = out
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    let rel = relative_error(&got, &read_npy_f32(&dir.join("image_embeds.npy")));
+    assert!(rel <= RELATIVE_ERROR, "{rel:.2e}");
+    eprintln!("projector: relative error {rel:.2e}");
+}
+
+#[test]
+fn image_questions_run_through_encoder_projector_and_smollm2() {
+    let Some(llm) = smollm2() else { return };
+    let vlm_dir = fixtures().join("vlm-tiny");
+    let tmp = bundle(&llm, &vlm_dir.join("onnx/projector.onnx"), |_| {});
+    let vlm = VisionLanguageModel::load(tmp.path()).unwrap();
+
+    // The penultimate-layer patch features of the reference pixels, as PyTorch computes them.
+    let features = vlm
+        .features(&read_npy_f32(&vlm_dir.join("pixels.npy")))
+        .unwrap();
+    let rel = relative_error(&features, &read_npy_f32(&vlm_dir.join("features.npy")));
+    assert!(rel <= RELATIVE_ERROR, "encoder: {rel:.2e}");
+    eprintln!("vision encoder: relative error {rel:.2e}");
+
+    let opts = GenerateOptions {
+        max_tokens: 6,
+        sampling: Sampling::GREEDY,
+    };
+    let question = "What is in the image?";
+    let ask = |image: &str| {
+        let img = vlm
+            .open_image(fixtures().join("images").join(image))
+            .unwrap();
+        let mut streamed = String::new();
+        let out = vlm
+            .ask(&img, question, &opts, |piece| {
+                streamed.push_str(piece);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(streamed, out.text);
+        out
+    };
+    let kafka = ask("franz-kafka.jpg");
+    // The chat prompt, the "\n" after the image, and the projector's 144 image tokens.
+    let text = vlm.language_model().chat_tokens(question).unwrap().len() + 1;
+    assert_eq!(kafka.prompt_tokens, text + 144);
+    assert!(kafka.image_seconds > 0.0 && !kafka.tokens.is_empty());
+    // The answer depends on the image (seeded weights: the words mean nothing).
+    let noise = ask("noise.png");
+    assert_ne!(kafka.tokens, noise.tokens);
+}
+
+#[test]
+fn bundles_whose_parts_do_not_fit_are_refused() {
+    let Some(llm) = smollm2() else { return };
+    let projector = fixtures().join("vlm-tiny/onnx/projector.onnx");
+    let err = |projector: &Path, edit: fn(&mut serde_json::Value)| {
+        let tmp = bundle(&llm, projector, edit);
+        VisionLanguageModel::load(tmp.path())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(&projector, |m| m["image_chat_template"] = "{prompt}".into());
+    assert!(
+        e.contains("`<image>` exactly once, it holds it 0 times"),
+        "{e}"
+    );
+    let e = err(&projector, |m| {
+        m["image_chat_template"] = "<image><image>{prompt}".into()
+    });
+    assert!(e.contains("2 times"), "{e}");
+    let e = err(&projector, |m| {
+        m.as_object_mut().unwrap().remove("image_chat_template");
+    });
+    assert!(e.contains("not a vision-language bundle"), "{e}");
+    // A projector 48 wide in front of a 576-wide language model.
+    let e = err(&fixtures().join("projectors/ldp.onnx"), |_| {});
+    assert!(e.contains("48 wide") && e.contains("576"), "{e}");
+}
