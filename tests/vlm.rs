@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use glimpse::{GenerateOptions, Projector, Sampling, VisionLanguageModel};
+use glimpse::{GenerateOptions, Projector, Sampling, VisionEncoder, VisionLanguageModel};
 use glimpse_tests::{fixtures, read_npy_f32, smollm2};
 
 const RELATIVE_ERROR: f64 = 1e-4;
@@ -54,11 +54,20 @@ fn bundle(
     tmp
 }
 
-#[test]
-fn projector_matches_pytorch() {
-    let dir = fixtures().join("vlm-tiny");
+/// The penultimate-layer patch features of the reference pixels and their projection, against
+/// PyTorch's.
+fn check_vision_half(dir: &Path, hidden: usize) {
+    let encoder = VisionEncoder::load(dir).unwrap();
+    let features = encoder
+        .features(&read_npy_f32(&dir.join("pixels.npy")))
+        .unwrap();
+    assert_eq!(encoder.output_shape().0, 576);
+    let rel = relative_error(&features, &read_npy_f32(&dir.join("features.npy")));
+    assert!(rel <= RELATIVE_ERROR, "encoder: {rel:.2e}");
+    eprintln!("{}: encoder relative error {rel:.2e}", dir.display());
+
     let projector = Projector::load(dir.join("onnx/projector.onnx")).unwrap();
-    assert_eq!(projector.output_shape(), (144, 576));
+    assert_eq!(projector.output_shape(), (144, hidden));
     let out = projector
         .project(&read_npy_f32(&dir.join("features.npy")))
         .unwrap();
@@ -69,24 +78,37 @@ fn projector_matches_pytorch() {
         .copied()
         .collect();
     let rel = relative_error(&got, &read_npy_f32(&dir.join("image_embeds.npy")));
-    assert!(rel <= RELATIVE_ERROR, "{rel:.2e}");
-    eprintln!("projector: relative error {rel:.2e}");
+    assert!(rel <= RELATIVE_ERROR, "projector: {rel:.2e}");
+    eprintln!("{}: projector relative error {rel:.2e}", dir.display());
+}
+
+#[test]
+fn vision_half_matches_pytorch() {
+    check_vision_half(&fixtures().join("vlm-tiny"), 576);
+}
+
+/// ViT-L/14@336 and LDPv2 to 2048 (MobileVLM's shapes), when `tools/make_vlm.py real
+/// models/vlm-vision` has made them (1.3 GB, not committed).
+#[test]
+fn vision_half_at_mobilevlm_shapes_matches_pytorch() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/vlm-vision");
+    if !dir.join("features.npy").is_file() {
+        eprintln!("skipped: {} is missing", dir.display());
+        return;
+    }
+    check_vision_half(&dir, 2048);
 }
 
 #[test]
 fn image_questions_run_through_encoder_projector_and_smollm2() {
     let Some(llm) = smollm2() else { return };
-    let vlm_dir = fixtures().join("vlm-tiny");
-    let tmp = bundle(&llm, &vlm_dir.join("onnx/projector.onnx"), |_| {});
-    let vlm = VisionLanguageModel::load(tmp.path()).unwrap();
+    let tmp = bundle(
+        &llm,
+        &fixtures().join("vlm-tiny/onnx/projector.onnx"),
+        |_| {},
+    );
 
-    // The penultimate-layer patch features of the reference pixels, as PyTorch computes them.
-    let features = vlm
-        .features(&read_npy_f32(&vlm_dir.join("pixels.npy")))
-        .unwrap();
-    let rel = relative_error(&features, &read_npy_f32(&vlm_dir.join("features.npy")));
-    assert!(rel <= RELATIVE_ERROR, "encoder: {rel:.2e}");
-    eprintln!("vision encoder: relative error {rel:.2e}");
+    let vlm = VisionLanguageModel::load(tmp.path()).unwrap();
 
     let opts = GenerateOptions {
         max_tokens: 6,

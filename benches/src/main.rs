@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use glimpse::photos::{PhotoIndex, ScanOptions};
-use glimpse::{ClipModel, LanguageModel, LoadOptions};
+use glimpse::{ClipModel, LanguageModel, LoadOptions, Projector, VisionEncoder};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -57,6 +57,14 @@ enum Command {
         /// The precision the chosen threshold must reach on the calibration images.
         #[arg(long, default_value_t = 0.9)]
         precision: f64,
+    },
+    /// Image encode time of a VLM vision half (vision encoder + projector); prints JSON.
+    VisionEncode {
+        /// A directory with onnx/vision_encoder.onnx, onnx/projector.onnx,
+        /// preprocessor_config.json (tools/make_vlm.py).
+        dir: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
     },
     /// Prefill and greedy decode speed of a language model bundle; prints JSON.
     Llm {
@@ -125,6 +133,7 @@ fn main() -> glimpse::Result<()> {
             data,
             precision,
         } => calibrate_tags(&model, &data, precision),
+        Command::VisionEncode { dir, iters } => vision_encode(&dir, iters),
         Command::Llm {
             model,
             prompt,
@@ -167,29 +176,10 @@ fn llm(
     }
     let decode_s = t.elapsed().as_secs_f64();
     if std::env::var_os("GLIMPSE_PROFILE").is_some() {
-        let mut by_op = std::collections::BTreeMap::<String, (f64, usize)>::new();
-        let times = decoder.profile(&cache, decoder.embed(&[generated[0]])?)?;
-        for t in &times {
-            let e = by_op.entry(t.op.clone()).or_default();
-            e.0 += t.seconds;
-            e.1 += 1;
-        }
-        let mut rows: Vec<_> = by_op.into_iter().collect();
-        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-        let total: f64 = times.iter().map(|t| t.seconds).sum();
-        eprintln!(
-            "one decode step: {:.2} ms in {} nodes",
-            total * 1e3,
-            times.len()
+        print_profile(
+            "one decode step",
+            &decoder.profile(&cache, decoder.embed(&[generated[0]])?)?,
         );
-        for (op, (s, n)) in rows.iter().take(15) {
-            eprintln!("  {op:24} {:7.3} ms  ({n} nodes)", s * 1e3);
-        }
-        let mut slow: Vec<_> = times.iter().collect();
-        slow.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-        for t in slow.iter().take(12) {
-            eprintln!("  {:7.3} ms  {} {}", t.seconds * 1e3, t.op, t.node);
-        }
     }
     println!(
         "{}",
@@ -200,6 +190,54 @@ fn llm(
             "tokens": generated, "cache_bytes": cache.bytes(),
             "peak_rss_mb": peak_rss_mb(),
         })
+    );
+    Ok(())
+}
+
+/// Prints a per-node profile to stderr: time by operator, then the slowest nodes.
+fn print_profile(what: &str, times: &[glimpse::NodeTime]) {
+    let mut by_op = std::collections::BTreeMap::<&str, (f64, usize)>::new();
+    for t in times {
+        let e = by_op.entry(&t.op).or_default();
+        e.0 += t.seconds;
+        e.1 += 1;
+    }
+    let mut rows: Vec<_> = by_op.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    let total: f64 = times.iter().map(|t| t.seconds).sum();
+    eprintln!("{what}: {:.2} ms in {} nodes", total * 1e3, times.len());
+    for (op, (s, n)) in rows.iter().take(15) {
+        eprintln!("  {op:24} {:9.3} ms  ({n} nodes)", s * 1e3);
+    }
+    let mut slow: Vec<_> = times.iter().collect();
+    slow.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    for t in slow.iter().take(12) {
+        eprintln!("  {:9.3} ms  {} {}", t.seconds * 1e3, t.op, t.node);
+    }
+}
+
+fn vision_encode(dir: &Path, iters: usize) -> glimpse::Result<()> {
+    let t = Instant::now();
+    let encoder = VisionEncoder::load(dir)?;
+    let projector = Projector::load(dir.join("onnx/projector.onnx"))?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let image = encoder.open_image(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/images/franz-kafka.jpg"),
+    )?;
+    let encode_ms = median_ms(iters, || {
+        encoder.encode(&image).unwrap();
+    });
+    let features = encoder.encode(&image)?;
+    if std::env::var_os("GLIMPSE_PROFILE").is_some() {
+        print_profile("one image", &encoder.profile(&encoder.pixels(&image)?)?);
+    }
+    let project_ms = median_ms(iters, || {
+        projector.project(&features).unwrap();
+    });
+    println!(
+        "{}",
+        json!({"load_ms": load_ms, "encode_ms": encode_ms, "project_ms": project_ms,
+               "peak_rss_mb": peak_rss_mb()})
     );
     Ok(())
 }

@@ -12,7 +12,7 @@
 //! RGB; [`pixels`] for raw buffers) → [`preprocess`] (resize, crop, normalise) → [`vision`] /
 //! [`tokenize`] → [`text`] (graphs) → [`classify`] (zero-shot); [`photos`] indexes and
 //! searches a photo library. Language models: [`decoder`] (graphs, KV cache) → [`sampling`]
-//! → [`llm`] (generation); with images, [`vlm`]: vision encoder → [`projector`] → [`llm`].
+//! → [`llm`] (generation); with images, [`vlm`]: [`vision_encoder`] → [`projector`] → [`llm`].
 
 pub mod bundle;
 pub mod classify;
@@ -35,6 +35,7 @@ pub mod sampling;
 pub mod text;
 pub mod tokenize;
 pub mod vision;
+pub mod vision_encoder;
 pub mod vlm;
 
 pub use bundle::{LoadOptions, Precision};
@@ -49,4 +50,5 @@ pub use llm::{GenerateOptions, Generation, LanguageModel, StopReason};
 pub use pixels::PixelFormat;
 pub use projector::Projector;
 pub use sampling::Sampling;
+pub use vision_encoder::VisionEncoder;
 pub use vlm::VisionLanguageModel;

@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
 use crate::bundle::{GraphSpec, DEFAULT_MAX_MODEL_BYTES};
 use crate::error::{Error, Result};
@@ -29,18 +30,20 @@ pub struct Projector {
 }
 
 impl Projector {
-    /// Loads the projector graph at `path`.
+    /// Loads the projector graph at `path`; its matrix products use the performance cores.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        Self::load_spec(&GraphSpec {
+        let spec = GraphSpec {
             path: path.as_ref().to_owned(),
             input: INPUT.into(),
             output: OUTPUT.into(),
             sha256: None,
             max_bytes: DEFAULT_MAX_MODEL_BYTES,
-        })
+        };
+        let pool = crate::cpu::matmul_pool(crate::cpu::default_threads());
+        Self::load_spec(&spec, &pool)
     }
 
-    pub(crate) fn load_spec(spec: &GraphSpec) -> Result<Self> {
+    pub(crate) fn load_spec(spec: &GraphSpec, pool: &Executor) -> Result<Self> {
         let file = GraphFile::open(spec)?;
         let port = file.input(INPUT)?;
         file.require_output(OUTPUT)?;
@@ -58,12 +61,14 @@ impl Projector {
             }
         };
         let dims = vec![Dim::Fixed(1), Dim::Fixed(patches), Dim::Fixed(width)];
-        let graph = file.build(
-            "projector",
-            &[(INPUT.into(), f32::datum_type(), dims)],
-            &[OUTPUT],
-            false,
-        )?;
+        let graph = file
+            .build(
+                "projector",
+                &[(INPUT.into(), f32::datum_type(), dims)],
+                &[OUTPUT],
+                false,
+            )?
+            .with_pool(pool.clone());
         let output = match graph.output_shape(0).as_deref() {
             Some(&[1, tokens, hidden]) => (tokens, hidden),
             other => {

@@ -3,9 +3,8 @@
 //! `<image>` slot is; the [`LanguageModel`] answers from there.
 //!
 //! Bundle: a language model bundle ([`crate::llm`]) whose `llm.json` has an
-//! `image_chat_template` (with `<image>` and `{prompt}` once each), plus
-//! `onnx/vision_encoder.onnx` (`pixel_values` → `image_features` `[1, patches, width]`: the
-//! penultimate layer's patch tokens), `onnx/projector.onnx` and `preprocessor_config.json`.
+//! `image_chat_template` (with `<image>` and `{prompt}` once each), plus the
+//! [`VisionEncoder`]'s files and `onnx/projector.onnx`.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -14,12 +13,10 @@ use std::time::Instant;
 use tract_onnx::prelude::*;
 
 use crate::bundle::{with_listed_checksum, GraphSpec, LoadOptions};
-use crate::decode::{decode_file, ImageLimits};
 use crate::error::{Error, Result};
-use crate::graph::{Dim, Graph, GraphFile};
 use crate::llm::{GenerateOptions, Generation, LanguageModel, LLM_MANIFEST};
-use crate::preprocess::PreprocessConfig;
 use crate::projector::Projector;
+use crate::vision_encoder::VisionEncoder;
 
 /// Where the image goes in `image_chat_template`.
 pub const IMAGE_SLOT: &str = "<image>";
@@ -31,14 +28,12 @@ pub const DESCRIBE_PROMPT: &str = "Describe this image.";
 #[derive(Debug, Clone)]
 pub struct VisionLanguageModel {
     llm: LanguageModel,
-    encoder: Graph,
-    preprocess: PreprocessConfig,
+    encoder: VisionEncoder,
     projector: Projector,
     /// The image template around its two slots, in order: text, slot, text, slot, text.
     template: [String; 3],
     /// Whether the image slot comes before the prompt slot.
     image_first: bool,
-    limits: ImageLimits,
 }
 
 impl VisionLanguageModel {
@@ -61,46 +56,30 @@ impl VisionLanguageModel {
         let (template, image_first) =
             split_template(&text).map_err(|r| Error::bundle(&manifest, r))?;
 
-        let pre_path = dir.join("preprocessor_config.json");
-        let pre_text = std::fs::read_to_string(&pre_path).map_err(|e| Error::io(&pre_path, e))?;
-        let preprocess =
-            PreprocessConfig::from_hf_json(&pre_text).map_err(|r| Error::bundle(&pre_path, r))?;
-        let spec = |name: &str| {
-            with_listed_checksum(
+        let pool = crate::cpu::matmul_pool(opts.threads);
+        let encoder = VisionEncoder::load_with(dir, opts.max_model_bytes, &pool)?;
+        let projector = Projector::load_spec(
+            &with_listed_checksum(
                 dir,
                 GraphSpec {
-                    path: dir.join("onnx").join(name),
+                    path: dir.join("onnx").join("projector.onnx"),
                     input: String::new(),
                     output: String::new(),
                     sha256: None,
                     max_bytes: opts.max_model_bytes,
                 },
-            )
-        };
-        let file = GraphFile::open(&spec("vision_encoder.onnx")?)?;
-        file.input("pixel_values")?;
-        file.require_output("image_features")?;
-        let (w, h) = preprocess.output_size();
-        let dims = vec![
-            Dim::Fixed(1),
-            Dim::Fixed(3),
-            Dim::Fixed(h as usize),
-            Dim::Fixed(w as usize),
-        ];
-        let encoder = file.build(
-            "image",
-            &[("pixel_values".into(), f32::datum_type(), dims)],
-            &["image_features"],
-            false,
+            )?,
+            &pool,
         )?;
-        let projector = Projector::load_spec(&spec("projector.onnx")?)?;
-        let features = encoder.output_shape(0);
-        let (patches, width) = projector.input_shape();
-        if features.as_deref() != Some(&[1, patches, width]) {
-            return Err(file.interface_error(format!(
-                "the encoder gives features of shape {features:?}, the projector takes \
-                 [1, {patches}, {width}]"
-            )));
+        let (patches, width) = encoder.output_shape();
+        if projector.input_shape() != (patches, width) {
+            return Err(Error::bundle(
+                dir,
+                format!(
+                    "the encoder gives {patches} × {width} features, the projector takes {:?}",
+                    projector.input_shape()
+                ),
+            ));
         }
         let hidden = llm.decoder().hidden();
         if projector.output_shape().1 != hidden {
@@ -115,11 +94,9 @@ impl VisionLanguageModel {
         Ok(VisionLanguageModel {
             llm,
             encoder,
-            preprocess,
             projector,
             template,
             image_first,
-            limits: ImageLimits::default(),
         })
     }
 
@@ -128,39 +105,14 @@ impl VisionLanguageModel {
         &self.llm
     }
 
-    /// The vision encoder's patch features for preprocessed CHW `pixels`, row-major
-    /// `[patches, width]`.
-    pub fn features(&self, pixels: &[f32]) -> Result<Vec<f32>> {
-        let (w, h) = self.preprocess.output_size();
-        let shape = [1, 3, h as usize, w as usize];
-        if pixels.len() != shape.iter().product::<usize>() {
-            return Err(Error::InvalidArgument(format!(
-                "{} pixel values, the encoder takes 3 × {h} × {w}",
-                pixels.len()
-            )));
-        }
-        let input = Tensor::from_shape(&shape, pixels)
-            .map_err(|e| Error::InvalidArgument(format!("pixels: {e:#}")))?;
-        let out = self.encoder.run(tvec![input])?;
-        let view = out
-            .to_plain_array_view::<f32>()
-            .map_err(|e| Error::Inference {
-                tower: "image",
-                reason: format!("features are not f32: {e:#}"),
-            })?;
-        Ok(view.iter().copied().collect())
+    /// The vision encoder.
+    pub fn encoder(&self) -> &VisionEncoder {
+        &self.encoder
     }
 
     /// The image's embeddings for the language model: `[1, tokens, hidden]`.
     pub fn image_embeddings(&self, image: &image::RgbImage) -> Result<Tensor> {
-        let mut pixels = Vec::new();
-        self.preprocess
-            .run(image, &mut pixels)
-            .map_err(|reason| Error::Image {
-                name: "input".into(),
-                reason,
-            })?;
-        self.projector.project(&self.features(&pixels)?)
+        self.projector.project(&self.encoder.encode(image)?)
     }
 
     /// Answers `question` about `image`, streaming the text to `on_text` (`Break` stops).
@@ -226,9 +178,9 @@ impl VisionLanguageModel {
         self.ask(image, DESCRIBE_PROMPT, opts, on_text)
     }
 
-    /// Decodes an image file within the default [`ImageLimits`].
+    /// Decodes an image file within the default image limits.
     pub fn open_image(&self, path: impl AsRef<Path>) -> Result<image::RgbImage> {
-        decode_file(path.as_ref(), &self.limits)
+        self.encoder.open_image(path)
     }
 }
 
