@@ -168,9 +168,7 @@ fn llm(
     let mut generated = Vec::new();
     let t = Instant::now();
     for _ in 0..steps {
-        let best = (0..logits.len())
-            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
-            .unwrap_or(0) as u32;
+        let best = glimpse::sampling::argmax(&logits);
         generated.push(best);
         logits = decoder.forward(&mut cache, decoder.embed(&[best])?)?;
     }

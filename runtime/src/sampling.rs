@@ -131,7 +131,7 @@ impl SplitMix64 {
 }
 
 /// Index of the largest value (the first of equals); NaN never wins.
-pub(crate) fn argmax(values: &[f32]) -> u32 {
+pub fn argmax(values: &[f32]) -> u32 {
     let mut best = 0;
     for (i, v) in values.iter().enumerate() {
         if *v > values[best] || values[best].is_nan() {
