@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use glimpse::Projector;
-use glimpse_tests::{fixtures, read_npy_f32};
+use glimpse_tests::{fixtures, read_npy_f32, relative_error};
 
 /// ‖glimpse − torch‖ / ‖torch‖ allowed.
 const RELATIVE_ERROR: f64 = 1e-4;
@@ -28,13 +28,7 @@ fn check(dir: &Path, name: &str, tokens: usize) -> f64 {
         .iter()
         .copied()
         .collect();
-    let diff: f64 = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-        .sum();
-    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    let rel = (diff / norm).sqrt();
+    let rel = relative_error(&got, &want);
     assert!(rel <= RELATIVE_ERROR, "{name}: relative error {rel:.2e}");
     eprintln!("{name} ({}): relative error {rel:.2e}", dir.display());
     rel

@@ -5,21 +5,10 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use glimpse::{GenerateOptions, Projector, Sampling, VisionEncoder, VisionLanguageModel};
-use glimpse_tests::{fixtures, read_npy_f32, smollm2};
+use glimpse_tests::{fixtures, read_npy_f32, relative_error, smollm2};
 
 const RELATIVE_ERROR: f64 = 1e-4;
 const TEMPLATE: &str = "<|im_start|>user\n<image>\n{prompt}<|im_end|>\n<|im_start|>assistant\n";
-
-fn relative_error(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let diff: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-        .sum();
-    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    (diff / norm).sqrt()
-}
 
 /// SmolLM2's bundle (linked) plus the tiny vision half, with `edit` applied to `llm.json`.
 fn bundle(

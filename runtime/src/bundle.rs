@@ -344,12 +344,17 @@ impl BundleSpec {
 
 /// `SHA256SUMS` (as `sha256sum` writes it: hex, two spaces or " *", relative path), if the
 /// bundle has one: relative path → lowercase hex.
-/// `spec` with the SHA-256 `dir`'s `SHA256SUMS` lists for its file, if any.
-pub(crate) fn with_listed_checksum(dir: &Path, mut spec: GraphSpec) -> Result<GraphSpec> {
+/// The graph `onnx/<name>` of the bundle in `dir`, with the SHA-256 its `SHA256SUMS` lists
+/// for it, if any (for graphs whose inputs and outputs their loader checks itself).
+pub(crate) fn bundle_graph(dir: &Path, name: &str, max_bytes: u64) -> Result<GraphSpec> {
     let sums = read_checksums(dir)?;
-    let rel = spec.path.strip_prefix(dir).ok();
-    spec.sha256 = rel.and_then(|r| sums.get(&r.to_string_lossy().replace('\\', "/")).cloned());
-    Ok(spec)
+    Ok(GraphSpec {
+        path: dir.join("onnx").join(name),
+        input: String::new(),
+        output: String::new(),
+        sha256: sums.get(&format!("onnx/{name}")).cloned(),
+        max_bytes,
+    })
 }
 
 fn read_checksums(dir: &Path) -> Result<std::collections::HashMap<String, String>> {

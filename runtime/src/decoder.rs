@@ -204,15 +204,7 @@ impl Decoder {
                 )))
             }
         };
-        let positions: Vec<i64> = (cache.len..cache.len + n).map(|p| p as i64).collect();
-        let positions = tensor1(&positions)
-            .into_shape(&[1, n])
-            .map_err(|e| Error::InvalidArgument(format!("positions: {e:#}")))?;
-        let fed: TVec<TValue> = [embeds.into_tvalue(), positions.into_tvalue()]
-            .into_iter()
-            .chain(cache.values.iter().cloned())
-            .collect();
-        let inputs = self.order.iter().map(|&i| fed[i].clone()).collect();
+        let inputs = self.inputs(cache, embeds)?;
         let mut outputs = self.decoder.run_values(inputs)?;
         let logits = outputs.remove(0);
         cache.values = outputs;
@@ -233,17 +225,23 @@ impl Decoder {
     /// Times every node of one decoder run of `embeds` after `cache` (the cache is left
     /// as it was): tract's per-node profile.
     pub fn profile(&self, cache: &Cache, embeds: Tensor) -> Result<Vec<crate::NodeTime>> {
+        let inputs = self.inputs(cache, embeds)?;
+        self.decoder
+            .profile(inputs.into_iter().map(|v| v.into_tensor()).collect())
+    }
+
+    /// The decoder's inputs, in its order, to run `embeds` after what `cache` holds.
+    fn inputs(&self, cache: &Cache, embeds: Tensor) -> Result<TVec<TValue>> {
         let n = embeds.shape().get(1).copied().unwrap_or(0);
         let positions: Vec<i64> = (cache.len..cache.len + n).map(|p| p as i64).collect();
         let positions = tensor1(&positions)
             .into_shape(&[1, n])
             .map_err(|e| Error::InvalidArgument(format!("positions: {e:#}")))?;
-        let fed: Vec<Tensor> = [embeds, positions]
+        let fed: TVec<TValue> = [embeds.into_tvalue(), positions.into_tvalue()]
             .into_iter()
-            .chain(cache.values.iter().map(|v| v.clone().into_tensor()))
+            .chain(cache.values.iter().cloned())
             .collect();
-        self.decoder
-            .profile(self.order.iter().map(|&i| fed[i].clone()).collect())
+        Ok(self.order.iter().map(|&i| fed[i].clone()).collect())
     }
 
     fn bad_output(&self, reason: String) -> Error {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use crate::bundle::{GraphSpec, LoadOptions};
+use crate::bundle::{bundle_graph, LoadOptions};
 use crate::decoder::{CacheShape, Decoder};
 use crate::error::{Error, Result};
 use crate::sampling::{Sampler, Sampling};
@@ -168,16 +168,7 @@ impl LanguageModel {
         let mut text_tokenizer = template_tokenizer.clone();
         text_tokenizer.set_encode_special_tokens(true);
 
-        let graph = |name: &str| -> Result<GraphSpec> {
-            let spec = GraphSpec {
-                path: dir.join("onnx").join(name),
-                input: String::new(),
-                output: String::new(),
-                sha256: None,
-                max_bytes: opts.max_model_bytes,
-            };
-            crate::bundle::with_listed_checksum(dir, spec)
-        };
+        let graph = |name: &str| bundle_graph(dir, name, opts.max_model_bytes);
         let shape = CacheShape {
             layers: m.layers,
             kv_heads: m.kv_heads,

@@ -8,7 +8,7 @@ use std::path::Path;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
-use crate::bundle::{with_listed_checksum, GraphSpec, DEFAULT_MAX_MODEL_BYTES};
+use crate::bundle::{bundle_graph, DEFAULT_MAX_MODEL_BYTES};
 use crate::decode::{decode_file, ImageLimits};
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, GraphFile};
@@ -37,14 +37,7 @@ impl VisionEncoder {
         let pre_text = std::fs::read_to_string(&pre_path).map_err(|e| Error::io(&pre_path, e))?;
         let preprocess =
             PreprocessConfig::from_hf_json(&pre_text).map_err(|r| Error::bundle(&pre_path, r))?;
-        let spec = GraphSpec {
-            path: dir.join("onnx").join("vision_encoder.onnx"),
-            input: String::new(),
-            output: String::new(),
-            sha256: None,
-            max_bytes,
-        };
-        let file = GraphFile::open(&with_listed_checksum(dir, spec)?)?;
+        let file = GraphFile::open(&bundle_graph(dir, "vision_encoder.onnx", max_bytes)?)?;
         file.input("pixel_values")?;
         file.require_output("image_features")?;
         let (w, h) = preprocess.output_size();

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tract_onnx::prelude::*;
 
-use crate::bundle::{with_listed_checksum, GraphSpec, LoadOptions};
+use crate::bundle::{bundle_graph, LoadOptions};
 use crate::error::{Error, Result};
 use crate::llm::{GenerateOptions, Generation, LanguageModel, LLM_MANIFEST};
 use crate::projector::Projector;
@@ -59,16 +59,7 @@ impl VisionLanguageModel {
         let pool = crate::cpu::matmul_pool(opts.threads);
         let encoder = VisionEncoder::load_with(dir, opts.max_model_bytes, &pool)?;
         let projector = Projector::load_spec(
-            &with_listed_checksum(
-                dir,
-                GraphSpec {
-                    path: dir.join("onnx").join("projector.onnx"),
-                    input: String::new(),
-                    output: String::new(),
-                    sha256: None,
-                    max_bytes: opts.max_model_bytes,
-                },
-            )?,
+            &bundle_graph(dir, "projector.onnx", opts.max_model_bytes)?,
             &pool,
         )?;
         let (patches, width) = encoder.output_shape();
