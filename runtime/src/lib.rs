@@ -29,6 +29,7 @@ pub mod photos;
 pub mod pixels;
 pub mod preprocess;
 pub mod projector;
+mod q4_matmul;
 mod qdq;
 mod rewrite;
 pub mod sampling;

@@ -10,6 +10,10 @@
 //! computed in f32. Constant weights are centred and converted once, while the graph is built;
 //! the activations per run. Integer sums are exact in f32 up to 2^24 and within
 //! a few units in 10^7 past that, far below the quantisation error itself.
+//!
+//! `MatMulNBits` (com.microsoft) with 4-bit symmetric blocks of 32, the form llama.cpp's
+//! Q4_0 takes: [`crate::q4_matmul`]'s product, which keeps the codes packed. Other forms
+//! (zero points, bias, other widths) go to tract's own.
 
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
@@ -19,6 +23,8 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::binary::wire_rank_broadcast;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 use tract_onnx::tract_hir::ops::matmul::{compute_shapes, MatMulInference};
+
+use crate::q4_matmul::{Q4MatMul, Q4Weight, BLOCK};
 
 /// tract's ONNX front end with Glimpse's operators registered over its own. Intermediate
 /// `value_info` shapes are ignored: quantisers write their own symbol names there
@@ -31,6 +37,7 @@ pub(crate) fn onnx() -> tract_onnx::Onnx {
 
 fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Flatten", flatten);
+    reg.insert("MatMulNBits", mat_mul_nbits);
     if crate::cpu::int8_products_in_f32() {
         reg.insert("MatMulInteger", mat_mul_integer_in_f32);
     }
@@ -297,5 +304,99 @@ mod tests {
         let err = op.wire("mm", &mut model, &[a, b, a0, b0]).unwrap_err();
         assert!(format!("{err:#}").contains("zero point [3]"), "{err:#}");
         Ok(())
+    }
+}
+
+fn mat_mul_nbits(
+    ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let k: usize = node.get_attr("K")?;
+    let n: usize = node.get_attr("N")?;
+    let bits: usize = node.get_attr_opt("bits")?.unwrap_or(4);
+    let block_size: usize = node.get_attr("block_size")?;
+    // zero_points, g_idx and bias follow the weight and scales (the iterator is endless).
+    let plain = tract_onnx::model::optional_inputs(node)
+        .skip(3)
+        .take(3)
+        .all(|input| input.is_none());
+    // `GLIMPSE_Q4=tract` keeps tract's own, for side-by-side benchmarks.
+    let ours = std::env::var("GLIMPSE_Q4").map_or(true, |v| v != "tract");
+    if ours && bits == 4 && block_size == BLOCK && k.is_multiple_of(BLOCK) && plain {
+        return Ok((expand(MatMulQ4 { k, n }), vec![]));
+    }
+    let tract_own = tract_onnx::onnx()
+        .op_register
+        .0
+        .get("MatMulNBits")
+        .copied()
+        .context("tract has no MatMulNBits")?;
+    tract_own(ctx, node)
+}
+
+/// `MatMulNBits` in Q4_0's form: `A [.., K] × dequant(B [N, K/32, 16])ᵀ`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct MatMulQ4 {
+    k: usize,
+    n: usize,
+}
+
+impl Expansion for MatMulQ4 {
+    fn name(&self) -> StaticName {
+        "MatMulNBits".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 3)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+        s.equals(&outputs[0].rank, &inputs[0].rank)?;
+        s.given(&inputs[0].rank, move |s, rank| {
+            let last = rank as usize - 1;
+            for axis in 0..last {
+                s.equals(&outputs[0].shape[axis], &inputs[0].shape[axis])?;
+            }
+            s.equals(&outputs[0].shape[last], self.n.to_dim())
+        })
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let konst = |i: usize, what: &str| {
+            model
+                .outlet_fact(inputs[i])?
+                .konst
+                .clone()
+                .with_context(|| format!("{prefix}: MatMulNBits {what} must be a constant"))
+        };
+        let packed = konst(1, "weight")?;
+        let packed = packed.try_as_plain_ram()?;
+        let packed: &[u8] = packed.as_slice()?;
+        let scales = konst(2, "scales")?.cast_to::<f32>()?.into_owned();
+        let scales = scales.try_as_plain_ram()?;
+        // Two codes a byte, the even element in the low nibble.
+        let codes: Vec<u8> = packed.iter().flat_map(|b| [b & 15, b >> 4]).collect();
+        let weight = Q4Weight::new(self.n, self.k, &codes, scales.as_slice()?)
+            .with_context(|| format!("{prefix}: MatMulNBits"))?;
+        let dt = model.outlet_fact(inputs[0])?.datum_type;
+        let x = model.wire_node(
+            format!("{prefix}.to_f32"),
+            cast(f32::datum_type()),
+            &[inputs[0]],
+        )?;
+        let op = Q4MatMul {
+            weight: Arc::new(weight),
+        };
+        let y = model.wire_node(prefix, op, &x)?;
+        model.wire_node(format!("{prefix}.from_f32"), cast(dt), &y)
     }
 }

@@ -1,0 +1,375 @@
+//! 4-bit matrix products for language-model decoders: `y = x · dequant(W)ᵀ`, the weight
+//! kept in llama.cpp's Q4_0 blocks (32 codes, one scale: `w = (code - 8) · scale`).
+//!
+//! Hand-written because tract 0.23 computes a 4-bit product by unpacking weight panels to f32
+//! for its general matrix kernel, which on x86 reads them at ~4 GB/s: a token of decode is
+//! a matrix-vector product per weight, bound by how fast the codes are read. Here each block
+//! is unpacked in registers and multiplied straight into up to four activation rows, so the
+//! weights are read once per four rows and never widened in memory. The loops are written
+//! lane by lane for LLVM to vectorise: AVX-512 or AVX2+FMA chosen at run time on x86-64,
+//! NEON (aarch64's baseline) elsewhere. Rows are split over the graph's thread pool.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::tract_linalg::multithread::par_chunks_mut;
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
+
+/// Codes in a block.
+pub(crate) const BLOCK: usize = 32;
+
+/// A `[n, k]` weight in Q4_0 blocks. Block `b` of row `r` is `codes[r * k / 32 + b]`: byte
+/// `j` holds element `j` in its low nibble and element `j + 16` in its high one.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Q4Weight {
+    n: usize,
+    k: usize,
+    codes: Vec<[u8; 16]>,
+    scales: Vec<f32>,
+}
+
+impl Q4Weight {
+    /// From codes `0..16`, row-major `[n, k]`, and one scale per block of 32 along `k`.
+    pub(crate) fn new(n: usize, k: usize, codes: &[u8], scales: &[f32]) -> TractResult<Self> {
+        ensure!(
+            k.is_multiple_of(BLOCK),
+            "Q4 weight: k = {k} is not a multiple of {BLOCK}"
+        );
+        ensure!(
+            codes.len() == n * k && scales.len() == n * k / BLOCK,
+            "Q4 weight [{n}, {k}]: {} codes and {} scales",
+            codes.len(),
+            scales.len()
+        );
+        ensure!(codes.iter().all(|&c| c < 16), "Q4 weight: a code above 15");
+        let blocks = codes
+            .chunks_exact(BLOCK)
+            .map(|c| std::array::from_fn(|j| c[j] | (c[j + 16] << 4)))
+            .collect();
+        Ok(Q4Weight {
+            n,
+            k,
+            codes: blocks,
+            scales: scales.to_vec(),
+        })
+    }
+
+    /// `y[m][r] = Σ_k x[m][k] · w[r][k]` for `x` of `m` rows of `k`; `y` is `[m, n]`.
+    pub(crate) fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) -> TractResult<()> {
+        ensure!(x.len() == m * self.k && y.len() == m * self.n);
+        if m == 1 {
+            return par_chunks_mut(y, 1, self.n * self.k, |first, out| {
+                self.rows(first, x, 1, out);
+                Ok(())
+            });
+        }
+        // Rows of the weight split over threads: computed as `[n, m]`, then transposed.
+        let mut t = vec![0f32; self.n * m];
+        par_chunks_mut(&mut t, m, self.n * self.k * m, |first, out| {
+            self.rows(first, x, m, out);
+            Ok(())
+        })?;
+        for (r, col) in t.chunks_exact(m).enumerate() {
+            for (i, v) in col.iter().enumerate() {
+                y[i * self.n + r] = *v;
+            }
+        }
+        Ok(())
+    }
+
+    /// Weight rows from `first` on, as many as `out` holds (`[rows, m]`).
+    fn rows(&self, first: usize, x: &[f32], m: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return rows_with::<avx2::Avx2>(self, first, x, m, out);
+        }
+        rows_with::<Portable>(self, first, x, m, out)
+    }
+}
+
+/// One weight row (its blocks and scales) against `R` activation rows.
+trait Dot {
+    fn dot<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [&[f32]; R]) -> [f32; R];
+}
+
+/// Activation rows four at a time (the rest one by one), against every weight row of
+/// `out`: the four rows stay in L1 while the weight streams past them.
+fn rows_with<D: Dot>(w: &Q4Weight, first: usize, x: &[f32], m: usize, out: &mut [f32]) {
+    let per_row = w.k / BLOCK;
+    let weight_row = |r: usize| {
+        let span = (first + r) * per_row..(first + r + 1) * per_row;
+        (&w.codes[span.clone()], &w.scales[span])
+    };
+    let rows = out.len() / m;
+    let four = m / 4 * 4;
+    for i in (0..four).step_by(4) {
+        let xs: [&[f32]; 4] = std::array::from_fn(|j| &x[(i + j) * w.k..][..w.k]);
+        for r in 0..rows {
+            let (codes, scales) = weight_row(r);
+            out[r * m + i..][..4].copy_from_slice(&D::dot(codes, scales, xs));
+        }
+    }
+    for i in four..m {
+        let xs = [&x[i * w.k..][..w.k]];
+        for r in 0..rows {
+            let (codes, scales) = weight_row(r);
+            out[r * m + i] = D::dot(codes, scales, xs)[0];
+        }
+    }
+}
+
+/// Portable: sixteen lanes of partial sums a row, each lane its own chain, for the compiler
+/// to vectorise.
+struct Portable;
+
+impl Dot for Portable {
+    fn dot<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [&[f32]; R]) -> [f32; R] {
+        xs.map(|x| {
+            let mut acc = [0f32; 16];
+            for ((q, &d), x) in codes.iter().zip(scales).zip(x.chunks_exact(BLOCK)) {
+                for j in 0..16 {
+                    // (code - 8) · scale is exact in f32: a 4-bit integer times the scale.
+                    let lo = ((q[j] & 15) as i32 - 8) as f32 * d;
+                    let hi = ((q[j] >> 4) as i32 - 8) as f32 * d;
+                    acc[j] = madd(lo, x[j], madd(hi, x[j + 16], acc[j]));
+                }
+            }
+            acc.iter().sum()
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Dot, BLOCK};
+    use std::arch::x86_64::*;
+
+    /// Only built once the CPU is known to have AVX2 and FMA.
+    pub(super) struct Avx2;
+
+    impl Dot for Avx2 {
+        #[inline(always)]
+        fn dot<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [&[f32]; R]) -> [f32; R] {
+            // SAFETY: `Q4Weight::rows` picks `Avx2` after checking the CPU for AVX2 and FMA.
+            unsafe { dot_rows(codes, scales, xs) }
+        }
+    }
+
+    /// [`super::Portable`] in AVX2: a block's codes, less 8, are widened to f32 once,
+    /// multiplied into each activation row, and the row's sum scaled by the block's scale.
+    #[target_feature(enable = "avx2,fma")]
+    fn dot_rows<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [&[f32]; R]) -> [f32; R] {
+        // Two accumulators a row, for even and odd blocks: independent chains.
+        let mut even = [_mm256_setzero_ps(); R];
+        let mut odd = [_mm256_setzero_ps(); R];
+        let pairs = codes.len() / 2;
+        for b in 0..pairs {
+            block(&codes[2 * b], scales[2 * b], 2 * b, xs, &mut even);
+            block(
+                &codes[2 * b + 1],
+                scales[2 * b + 1],
+                2 * b + 1,
+                xs,
+                &mut odd,
+            );
+        }
+        if codes.len() % 2 == 1 {
+            let b = codes.len() - 1;
+            block(&codes[b], scales[b], b, xs, &mut even);
+        }
+        std::array::from_fn(|r| {
+            let v = _mm256_add_ps(even[r], odd[r]);
+            let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+            _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)))
+        })
+    }
+
+    /// Block `b` (codes `q`, scale `d`) into each row's accumulator.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn block<const R: usize>(
+        q: &[u8; 16],
+        d: f32,
+        b: usize,
+        xs: [&[f32]; R],
+        acc: &mut [__m256; R],
+    ) {
+        let low = _mm_set1_epi8(0x0f);
+        let eight = _mm_set1_epi8(8);
+        // SAFETY: a 16-byte unaligned load from a [u8; 16].
+        let q = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
+        let lo = _mm_sub_epi8(_mm_and_si128(q, low), eight);
+        let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16::<4>(q), low), eight);
+        let c = [
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)),
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(lo))),
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)),
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(hi))),
+        ];
+        let d = _mm256_set1_ps(d);
+        for (acc, x) in acc.iter_mut().zip(xs) {
+            let x = &x[b * BLOCK..b * BLOCK + BLOCK];
+            // SAFETY: four 8-float unaligned loads inside a 32-float slice.
+            let x = unsafe { [0, 8, 16, 24].map(|o| _mm256_loadu_ps(x.as_ptr().add(o))) };
+            let s01 = _mm256_fmadd_ps(c[1], x[1], _mm256_mul_ps(c[0], x[0]));
+            let s23 = _mm256_fmadd_ps(c[3], x[3], _mm256_mul_ps(c[2], x[2]));
+            *acc = _mm256_fmadd_ps(d, _mm256_add_ps(s01, s23), *acc);
+        }
+    }
+}
+
+/// `a · b + c`, fused where the target has FMA as a baseline (aarch64); plain elsewhere,
+/// where `mul_add` would be a library call.
+#[inline(always)]
+fn madd(a: f32, b: f32, c: f32) -> f32 {
+    if cfg!(target_arch = "aarch64") {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// The graph operator: `[.., k]` f32 in, `[.., n]` out, the weight held by the operator.
+#[derive(Debug, Clone)]
+pub(crate) struct Q4MatMul {
+    pub(crate) weight: Arc<Q4Weight>,
+}
+
+impl PartialEq for Q4MatMul {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.weight, &other.weight) || self.weight == other.weight
+    }
+}
+
+impl Eq for Q4MatMul {}
+
+impl Op for Q4MatMul {
+    fn name(&self) -> StaticName {
+        "Q4MatMul".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "weight [{}, {}] Q4_0",
+            self.weight.n, self.weight.k
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Q4MatMul {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let (n, k) = (self.weight.n, self.weight.k);
+        let shape = x.shape();
+        ensure!(
+            shape.last() == Some(&k),
+            "Q4MatMul: input {shape:?}, weight takes {k}"
+        );
+        let m = x.len() / k;
+        let mut y_shape: TVec<usize> = shape.into();
+        if let Some(last) = y_shape.last_mut() {
+            *last = n;
+        }
+        let mut y = Tensor::zero::<f32>(&y_shape)?;
+        {
+            let x = x.try_as_plain_ram()?;
+            let mut y = y.try_as_plain_ram_mut()?;
+            self.weight
+                .matmul(x.as_slice::<f32>()?, m, y.as_slice_mut::<f32>()?)?;
+        }
+        Ok(tvec![y.into_tvalue()])
+    }
+}
+
+impl TypedOp for Q4MatMul {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let x = inputs[0];
+        ensure!(
+            x.datum_type == f32::datum_type(),
+            "Q4MatMul takes f32, got {:?}",
+            x.datum_type
+        );
+        let mut shape = x.shape.to_tvec();
+        ensure!(
+            shape.last() == Some(&self.weight.k.to_dim()),
+            "Q4MatMul: input {:?}, weight takes {}",
+            x.shape,
+            self.weight.k
+        );
+        if let Some(last) = shape.last_mut() {
+            *last = self.weight.n.to_dim();
+        }
+        Ok(tvec![f32::fact(shape)])
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let rows: TDim = inputs[0].shape.iter().rev().skip(1).product();
+        Ok(tvec![(
+            Cost::FMA(f32::datum_type()),
+            rows * (self.weight.n * self.weight.k)
+        )])
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against the plain definition, in f64, for shapes that take every path: one row,
+    /// four rows and a remainder.
+    #[test]
+    fn matches_dequantized_product() {
+        let (n, k) = (37, 96);
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u32
+        };
+        let codes: Vec<u8> = (0..n * k).map(|_| (next() % 16) as u8).collect();
+        let scales: Vec<f32> = (0..n * k / 32)
+            .map(|_| (next() % 1000) as f32 / 4096.0)
+            .collect();
+        let w = Q4Weight::new(n, k, &codes, &scales).unwrap();
+        for m in [1, 4, 7] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let mut y = vec![0f32; m * n];
+            w.matmul(&x, m, &mut y).unwrap();
+            // The portable kernel too (the one aarch64 runs), as `[n, m]`.
+            let mut portable = vec![0f32; n * m];
+            rows_with::<Portable>(&w, 0, &x, m, &mut portable);
+            for i in 0..m {
+                for r in 0..n {
+                    let other = portable[r * m + i] as f64;
+                    let want: f64 = (0..k)
+                        .map(|c| {
+                            let code = codes[r * k + c] as f64 - 8.0;
+                            code * scales[r * k / 32 + c / 32] as f64 * x[i * k + c] as f64
+                        })
+                        .sum();
+                    let got = y[i * n + r] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "m {m} [{i}, {r}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_a_ragged_weight() {
+        assert!(Q4Weight::new(2, 40, &[0; 80], &[1.0; 2]).is_err());
+        assert!(Q4Weight::new(2, 32, &[16; 64], &[1.0; 2]).is_err());
+    }
+}
