@@ -362,6 +362,10 @@ mod tests {
                         (got - want).abs() < 1e-5,
                         "m {m} [{i}, {r}]: {got} vs {want}"
                     );
+                    assert!(
+                        (other - want).abs() < 1e-5,
+                        "portable, m {m} [{i}, {r}]: {other} vs {want}"
+                    );
                 }
             }
         }
