@@ -1,9 +1,14 @@
-//! `glimpse bench`: how fast a bundle runs on this device, as one results-table row.
+//! `glimpse bench`: how fast a bundle runs on this device, as one results-table row: CLIP
+//! bundles (image and text embedding) or language-model bundles (`llm.json`; with an image
+//! when the bundle has a vision encoder): image ms, prefill and decode tokens per second.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use glimpse::{ClipModel, LoadOptions, Precision, RgbImage};
+use glimpse::{
+    ClipModel, GenerateOptions, Generation, LanguageModel, LoadOptions, Precision, RgbImage,
+    Sampling, VisionLanguageModel,
+};
 use serde_json::json;
 
 /// What `bench` measures, as asked on the command line.
@@ -103,6 +108,98 @@ pub fn run(dir: &Path, opts: LoadOptions, args: &BenchArgs, as_json: bool) -> gl
             }
         }
     }
+    Ok(())
+}
+
+/// The prompt a language-model bench answers: one that draws a long answer, so decode is
+/// timed over many steps.
+const PROMPT: &str = "Write a long story about a lighthouse keeper and a storm.";
+
+/// Loads a language-model bundle (a vision-language one when it has
+/// `onnx/vision_encoder.onnx`), then generates `runs` greedy answers of up to `max_tokens`;
+/// prints the medians as one table row (or JSON).
+pub fn run_generation(
+    dir: &Path,
+    opts: LoadOptions,
+    args: &BenchArgs,
+    max_tokens: usize,
+    as_json: bool,
+) -> glimpse::Result<()> {
+    if args.runs == 0 || max_tokens < 2 {
+        return Err(glimpse::Error::InvalidArgument(
+            "--runs must be at least 1 and --max-tokens at least 2".into(),
+        ));
+    }
+    let gen = GenerateOptions {
+        max_tokens,
+        sampling: Sampling::GREEDY,
+    };
+    let started = Instant::now();
+    let vision = dir.join("onnx/vision_encoder.onnx").exists();
+    let mut runs: Vec<Generation> = Vec::new();
+    if vision {
+        let model = VisionLanguageModel::load_with(dir, opts)?;
+        let load = started.elapsed();
+        let image = match args.image {
+            Some(path) => model.open_image(path)?,
+            None => test_pattern(640, 480),
+        };
+        for _ in 0..=args.runs {
+            runs.push(model.describe(&image, &gen, |_| std::ops::ControlFlow::Continue(()))?);
+        }
+        return report_generation(dir, opts, load, &runs[1..], as_json);
+    }
+    let model = LanguageModel::load_with(dir, opts)?;
+    let load = started.elapsed();
+    for _ in 0..=args.runs {
+        runs.push(model.generate(PROMPT, &gen, |_| std::ops::ControlFlow::Continue(()))?);
+    }
+    report_generation(dir, opts, load, &runs[1..], as_json)
+}
+
+/// One row from the timed runs (the warm-up left out): medians of each figure.
+fn report_generation(
+    dir: &Path,
+    opts: LoadOptions,
+    load: Duration,
+    runs: &[Generation],
+    as_json: bool,
+) -> glimpse::Result<()> {
+    let median = |f: &dyn Fn(&Generation) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let vision = runs[0].image_seconds > 0.0;
+    let image_ms = vision.then(|| median(&|g| g.image_seconds * 1e3));
+    let prefill = median(&|g| g.prefill_tokens_per_second());
+    let decode = median(&|g| g.decode_tokens_per_second());
+    let (prompt_tokens, steps) = (runs[0].prompt_tokens, runs[0].decode_steps);
+    let model = dir
+        .file_name()
+        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into());
+    let quant = if opts.quantized { "q4_0" } else { "fp32" };
+    let rss_mb = peak_rss_bytes().map(|b| b as f64 / 1e6);
+    if as_json {
+        let row = json!({
+            "model": model, "weights": quant, "threads": opts.threads, "load_ms": ms(load),
+            "image_ms": image_ms, "prompt_tokens": prompt_tokens,
+            "prefill_tokens_per_second": prefill, "decode_steps": steps,
+            "decode_tokens_per_second": decode, "peak_rss_mb": rss_mb, "runs": runs.len(),
+            "arch": std::env::consts::ARCH,
+        });
+        println!("{row}");
+        return Ok(());
+    }
+    println!("| model | weights | threads | load ms | image ms | prefill tok/s | decode tok/s | peak RSS MB |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {model} | {quant} | {} | {:.0} | {} | {prefill:.1} ({prompt_tokens} tokens) | {decode:.1} ({steps} steps) | {} |",
+        opts.threads,
+        ms(load),
+        image_ms.map_or("—".into(), |m| format!("{m:.0}")),
+        rss_mb.map_or("—".into(), |m| format!("{m:.0}"))
+    );
     Ok(())
 }
 

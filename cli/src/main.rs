@@ -76,7 +76,9 @@ enum Command {
     },
     /// Cosine similarity and CLIP logit between an image and a text.
     Similarity { image: PathBuf, text: String },
-    /// Time model load, image and text embedding on this device; prints a BENCHMARKS.md row.
+    /// Time a bundle on this device; prints a BENCHMARKS.md row. CLIP: load, image and text
+    /// embedding. Language model (llm.json): load, image (vision-language bundles), prefill
+    /// and decode tokens per second of greedy answers.
     Bench {
         /// An image file to embed (default: a built-in 640×480 test pattern).
         #[arg(long)]
@@ -93,6 +95,9 @@ enum Command {
         /// Also print where one image's time goes: tract's per-node profile, by operator.
         #[arg(long)]
         profile: bool,
+        /// Language models: most tokens an answer may have.
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
     },
     /// Answer a prompt with a language model bundle (llm.json), streaming the text.
     Chat {
@@ -167,6 +172,7 @@ fn run(cli: &Cli) -> glimpse::Result<()> {
             batch,
             runs,
             profile,
+            max_tokens,
         } => {
             let args = bench::BenchArgs {
                 image: image.as_deref(),
@@ -175,7 +181,11 @@ fn run(cli: &Cli) -> glimpse::Result<()> {
                 runs: *runs,
                 profile: *profile,
             };
-            bench::run(dir, opts(true, true), &args, cli.json)?;
+            if dir.join("llm.json").exists() {
+                bench::run_generation(dir, opts(false, false), &args, *max_tokens, cli.json)?;
+            } else {
+                bench::run(dir, opts(true, true), &args, cli.json)?;
+            }
         }
         Command::Chat { prompt, gen } => chat::run(
             dir,

@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 
 use glimpse::ClipModel;
-use glimpse_tests::fixtures;
+use glimpse_tests::{fixtures, smollm2};
 use serde_json::Value;
 
 fn glimpse(args: &[&str]) -> Output {
@@ -300,4 +300,55 @@ fn bench_reports_a_row_of_real_measurements() {
     let out = glimpse(&["--model", &model, "bench", "--runs", "0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--runs"));
+}
+
+#[test]
+fn bench_times_a_language_model() {
+    let Some(dir) = smollm2() else { return };
+    let model = dir.display().to_string();
+    let v = json(&[
+        "--model",
+        &model,
+        "--json",
+        "--quantized",
+        "--threads",
+        "1",
+        "bench",
+        "--runs",
+        "1",
+        "--max-tokens",
+        "4",
+    ]);
+    assert_eq!(
+        (v["model"].as_str(), v["weights"].as_str()),
+        (Some("smollm2-135m-instruct"), Some("q4_0"))
+    );
+    // The first token comes from the prompt's pass; each further one is a decoder step.
+    assert_eq!(v["decode_steps"].as_u64(), Some(3), "{v}");
+    let library = glimpse::LanguageModel::load(&dir).unwrap();
+    let prompt = library.chat_tokens("Write a long story about a lighthouse keeper and a storm.");
+    assert_eq!(
+        v["prompt_tokens"].as_u64(),
+        Some(prompt.unwrap().len() as u64),
+        "{v}"
+    );
+    for key in [
+        "load_ms",
+        "prefill_tokens_per_second",
+        "decode_tokens_per_second",
+    ] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+    assert!(
+        v["image_ms"].is_null(),
+        "no image in a text-only bundle: {v}"
+    );
+    let weights = std::fs::metadata(dir.join("onnx/decoder_model_merged_q4.onnx"))
+        .unwrap()
+        .len() as f64;
+    assert!(v["peak_rss_mb"].as_f64().unwrap() * 1e6 > weights, "{v}");
+
+    let out = glimpse(&["--model", &model, "bench", "--max-tokens", "1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-tokens"));
 }
