@@ -2,12 +2,12 @@
 //! kept in llama.cpp's Q4_0 blocks (32 codes, one scale: `w = (code - 8) · scale`).
 //!
 //! Hand-written because tract 0.23 computes a 4-bit product by unpacking weight panels to f32
-//! for its general matrix kernel, which on x86 reads them at ~4 GB/s: a token of decode is
-//! a matrix-vector product per weight, bound by how fast the codes are read. Here each block
-//! is unpacked in registers and multiplied straight into up to four activation rows, so the
-//! weights are read once per four rows and never widened in memory. The loops are written
-//! lane by lane for LLVM to vectorise: AVX-512 or AVX2+FMA chosen at run time on x86-64,
-//! NEON (aarch64's baseline) elsewhere. Rows are split over the graph's thread pool.
+//! for its general matrix kernel on x86. Here each block is widened in registers and
+//! multiplied straight into up to four activation rows, so the weights are read once per four
+//! rows and never widened in memory: prompts (prefill) run 1.5–1.7× faster than tract's, one
+//! token of decode at the same speed (BENCHMARKS.md). AVX2+FMA intrinsics where the CPU has
+//! them (checked at run time); elsewhere lane-by-lane loops for the compiler to vectorise
+//! (NEON is aarch64's baseline). Weight rows are split over the graph's thread pool.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
