@@ -107,7 +107,7 @@ def main():
         same = next((i for i, (a, b) in enumerate(zip(g["tokens"], l["tokens"])) if a != b),
                     len(g["tokens"]))
         rows.append((threads, g, l, same, l["own_prompt_ids"] == g["prompt_ids"]))
-    print(f"SmolLM2 Q4_0, prompt {len(rows[0][1]['prompt_ids'])} tokens, {args.tokens} decode steps")
+    print(f"{pathlib.Path(args.bundle).name} Q4_0, prompt {len(rows[0][1]['prompt_ids'])} tokens, {args.tokens} decode steps")
     print("| threads | Glimpse prefill tok/s | llama.cpp | ratio | Glimpse decode tok/s | "
           "llama.cpp | ratio | peak RSS MB G / L | same greedy tokens | same prompt ids |")
     print("|---|---|---|---|---|---|---|---|---|---|")

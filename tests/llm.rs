@@ -60,21 +60,72 @@ fn first_sixteen_steps_match_the_reference_forward_pass() {
 }
 
 /// The 4-bit decoder (`decoder_model_merged_q4.onnx`, llama.cpp's Q4_0 of the same weights)
-/// against the reference run on those dequantised Q4_0 weights.
+/// with float32 activations against the reference run on those dequantised Q4_0 weights: the
+/// same tolerance as float32. Loaded from a copy of the bundle with only that decoder (as a
+/// model too large for a float32 ONNX file ships), which is then used without `quantized`.
 #[test]
 fn the_q4_decoder_matches_the_reference_on_its_weights() {
+    let Some(dir) = smollm2() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("onnx")).unwrap();
+    for name in ["llm.json", "tokenizer.json", "onnx/embed_tokens.onnx"] {
+        let original = dir.join(name).canonicalize().unwrap();
+        std::os::unix::fs::symlink(original, tmp.path().join(name)).unwrap();
+    }
+    let graph = std::fs::read(dir.join("onnx").join(Q4_DECODER)).unwrap();
+    std::fs::write(
+        tmp.path().join("onnx").join(Q4_DECODER),
+        float_activations(graph),
+    )
+    .unwrap();
+    let model = LanguageModel::load(tmp.path()).unwrap();
+    check_logits(
+        &model,
+        &read_reference("reference_q4.json"),
+        LOGIT_TOLERANCE,
+    );
+}
+
+/// The same decoder as the converter writes it, `accuracy_level` 4: each product's input
+/// rounded to Q8_0 and multiplied in integers, as llama.cpp does. Rounding makes the logits
+/// chaotic: in the reference itself, a 1e-6 relative change to the embeddings moves them by
+/// 0.71 (float32 activations: 2.5e-5), so an f32 forward pass cannot follow its float64 one
+/// to 1e-3. The kernels are checked exactly in `q4_matmul`'s unit tests; here, the same
+/// greedy tokens as the Q8_0 reference and logits within that sensitivity (measured 1.2).
+#[test]
+fn int8_activations_follow_the_reference_within_its_sensitivity() {
     let Some(dir) = smollm2() else { return };
     let opts = glimpse::LoadOptions {
         quantized: true,
         ..Default::default()
     };
     let model = LanguageModel::load_with(dir, opts).unwrap();
-    // tract unpacks Q4_0 blocks to f32 inside its matrix product: the same tolerance.
-    check_logits(
-        &model,
-        &read_reference("reference_q4.json"),
-        LOGIT_TOLERANCE,
-    );
+    check_logits(&model, &read_reference("reference_q4_q8.json"), 2.0);
+}
+
+const Q4_DECODER: &str = "decoder_model_merged_q4.onnx";
+
+/// The decoder graph with every `MatMulNBits accuracy_level` 4 set to 0 (float32
+/// activations): the attribute's encoding (name, `i` 4, type INT) with its value byte
+/// changed, so no length in the protobuf moves.
+fn float_activations(mut graph: Vec<u8>) -> Vec<u8> {
+    let mut attribute = vec![0x0a, 14];
+    attribute.extend_from_slice(b"accuracy_level");
+    attribute.extend_from_slice(&[0x18, 4, 0xa0, 0x01, 0x02]);
+    let value = attribute.len() - 4;
+    let mut found = 0;
+    let mut at = 0;
+    while let Some(i) = graph[at..]
+        .windows(attribute.len())
+        .position(|w| w == attribute)
+    {
+        graph[at + i + value] = 0;
+        at += i + attribute.len();
+        found += 1;
+    }
+    // 30 layers of seven products, and the output head.
+    assert_eq!(found, 30 * 7 + 1, "accuracy_level attributes");
+    graph
 }
 
 /// Runs the reference's prompt and greedy tokens through the decoder step by step, comparing

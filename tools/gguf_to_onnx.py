@@ -7,7 +7,9 @@ The bundle follows the transformers.js decoder layout:
   onnx/decoder_model_merged.onnx   inputs_embeds, position_ids, past_key_values.{i}.key/.value
                                    [batch, kv_heads, past, head_dim] -> logits, present.{i}.key/.value
   onnx/decoder_model_merged_q4.onnx  the same with its matrix products' weights in llama.cpp's
-                                   Q4_0 (com.microsoft MatMulNBits, bits 4, blocks of 32)
+                                   Q4_0 (com.microsoft MatMulNBits, bits 4, blocks of 32) and
+                                   accuracy_level 4: activations rounded to 8 bits, int8
+                                   arithmetic, as llama.cpp computes Q4_0
   tokenizer.json                   Hugging Face format, built from the GGUF's vocabulary and merges
   llm.json                         chat template, stop tokens, cache shapes
 
@@ -140,7 +142,9 @@ def linear(g, x, weight, name=None):
     packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)  # [n, k/32, 16]
     return g.op("MatMulNBits", x, g.const(packed, dtype=np.uint8),
                 g.const(scales.astype(np.float32).reshape(-1)), name=name,
-                domain="com.microsoft", K=k, N=n, bits=4, block_size=32)
+                domain="com.microsoft", K=k, N=n, bits=4, block_size=32,
+                # int8 arithmetic (activations rounded to Q8_0), as llama.cpp runs Q4_0
+                accuracy_level=4)
 
 
 def rotate(g, x, cos, sin, half):
@@ -291,13 +295,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("gguf")
     ap.add_argument("out")
+    ap.add_argument("--q4-only", action="store_true",
+                    help="skip the float32 decoder (needed past ~500M parameters: one ONNX "
+                         "protobuf holds at most 2 GB)")
     args = ap.parse_args()
     gg = Gguf(args.gguf)
     cfg = llama_config(gg)
     out = pathlib.Path(args.out)
     (out / "onnx").mkdir(parents=True, exist_ok=True)
     onnx.save(embed_model(gg, cfg), out / "onnx" / "embed_tokens.onnx")
-    onnx.save(decoder_model(gg, cfg), out / "onnx" / "decoder_model_merged.onnx")
+    if not args.q4_only:
+        onnx.save(decoder_model(gg, cfg), out / "onnx" / "decoder_model_merged.onnx")
     # transformers.js names a 4-bit variant `<graph>_q4.onnx`.
     onnx.save(decoder_model(gg, cfg, q4=True), out / "onnx" / "decoder_model_merged_q4.onnx")
     (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(gg), ensure_ascii=False))

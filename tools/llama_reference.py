@@ -2,6 +2,7 @@
 
     python3 tools/llama_reference.py SmolLM2-135M-Instruct.Q4_1.gguf \
         models/smollm2-135m-instruct/tokenizer.json fixtures/smollm2/reference.json
+    # ... fixtures/smollm2/reference_q4.json --q4; ... reference_q4_q8.json --q4 --q8
 
 Independent of the ONNX graph tools/gguf_to_onnx.py writes: it reads the GGUF's weights in
 llama.cpp's own layout (pairwise RoPE on the permuted query/key rows, no un-permuting), uses no
@@ -39,15 +40,28 @@ def rope_pairs(x, positions, base):
     return out
 
 
-def forward(w, cfg, ids):
-    """Logits of the last position, float64 throughout."""
+def q8_0(x):
+    """llama.cpp's Q8_0 rounding of activations (`quantize_row_q8_0`), blocks of 32 along the
+    last axis: d = max|x| / 127, codes round(x / d) half away from zero; returns codes · d."""
+    blocks = x.reshape(*x.shape[:-1], -1, 32).astype(np.float32)
+    d = np.abs(blocks).max(-1, keepdims=True) / np.float32(127)
+    inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d != 0)
+    v = blocks * inv
+    codes = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+    return (codes.astype(np.float64) * d).reshape(x.shape)
+
+
+def forward(w, cfg, ids, q8=False):
+    """Logits of the last position, float64 throughout (with `q8`, each weight product's
+    input first rounded to Q8_0, as `MatMulNBits accuracy_level = 4` and llama.cpp do)."""
+    r = q8_0 if q8 else (lambda x: x)
     s, hd, heads, kvh = len(ids), cfg["head_dim"], cfg["heads"], cfg["kv_heads"]
     pos = np.arange(s, dtype=np.float64)
     h = w["token_embd.weight"][ids]
     causal = np.triu(np.full((s, s), -np.inf), 1)
     for i in range(cfg["layers"]):
         b = f"blk.{i}."
-        x = rms_norm(h, w[b + "attn_norm.weight"], cfg["rms_eps"])
+        x = r(rms_norm(h, w[b + "attn_norm.weight"], cfg["rms_eps"]))
         q = rope_pairs((x @ w[b + "attn_q.weight"].T).reshape(s, heads, hd), pos, cfg["rope_base"])
         k = rope_pairs((x @ w[b + "attn_k.weight"].T).reshape(s, kvh, hd), pos, cfg["rope_base"])
         v = (x @ w[b + "attn_v.weight"].T).reshape(s, kvh, hd)
@@ -56,12 +70,12 @@ def forward(w, cfg, ids):
         p = np.exp(scores - scores.max(-1, keepdims=True))
         p /= p.sum(-1, keepdims=True)
         attn = np.einsum("hqk,khd->qhd", p, v).reshape(s, heads * hd)
-        h = h + attn @ w[b + "attn_output.weight"].T
-        x = rms_norm(h, w[b + "ffn_norm.weight"], cfg["rms_eps"])
+        h = h + r(attn) @ w[b + "attn_output.weight"].T
+        x = r(rms_norm(h, w[b + "ffn_norm.weight"], cfg["rms_eps"]))
         gate = x @ w[b + "ffn_gate.weight"].T
-        h = h + ((gate / (1 + np.exp(-gate))) * (x @ w[b + "ffn_up.weight"].T)) @ w[
+        h = h + r((gate / (1 + np.exp(-gate))) * (x @ w[b + "ffn_up.weight"].T)) @ w[
             b + "ffn_down.weight"].T
-    h = rms_norm(h[-1], w["output_norm.weight"], cfg["rms_eps"])
+    h = r(rms_norm(h[-1], w["output_norm.weight"], cfg["rms_eps"]))
     return h @ w["head"].T
 
 
@@ -74,6 +88,9 @@ def main():
     ap.add_argument("--q4", action="store_true",
                     help="requantise the matrix-product weights to Q4_0 first, as "
                          "tools/gguf_to_onnx.py does for decoder_model_merged_q4.onnx")
+    ap.add_argument("--q8", action="store_true",
+                    help="with --q4: round each weight product's input to Q8_0, as that "
+                         "file's accuracy_level 4 asks")
     args = ap.parse_args()
     gg = Gguf(args.gguf)
     cfg = llama_config(gg)
@@ -90,7 +107,7 @@ def main():
     probe = np.linspace(0, cfg["vocab"] - 1, 16).astype(int).tolist()
     steps, seq = [], list(ids)
     for _ in range(args.steps):
-        logits = forward(w, cfg, seq)
+        logits = forward(w, cfg, seq, q8=args.q8)
         top = np.argsort(-logits)[:10].tolist()
         steps.append({"token": top[0],
                       "top_ids": top, "top_logits": [float(logits[t]) for t in top],
@@ -98,7 +115,8 @@ def main():
         seq.append(top[0])
     text = tok.decode(seq[len(ids):])
     json.dump({"source": "tools/llama_reference.py (numpy float64, llama.cpp weight layout)"
-               + (", weights requantised to Q4_0" if args.q4 else ""),
+               + (", weights requantised to Q4_0" if args.q4 else "")
+               + (", activations rounded to Q8_0" if args.q8 else ""),
                "gguf": args.gguf.split("/")[-1], "prompt": PROMPT, "template": TEMPLATE,
                "prompt_ids": ids, "probe_ids": probe, "text": text, "steps": steps},
               open(args.out, "w"), indent=1)

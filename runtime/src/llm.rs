@@ -124,7 +124,8 @@ impl LanguageModel {
 
     /// Loads the bundle in `dir`. Of `opts`, `threads`, `max_model_bytes`, `max_text_bytes`
     /// and `quantized` apply: `quantized` picks the decoder's 4-bit variant
-    /// (`decoder_model_merged_q4.onnx`, transformers.js's name) where the bundle has one.
+    /// (`decoder_model_merged_q4.onnx`, transformers.js's name) where the bundle has one; a
+    /// bundle with only that one always uses it.
     pub fn load_with(dir: impl AsRef<Path>, opts: LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
         let path = dir.join(LLM_MANIFEST);
@@ -176,8 +177,9 @@ impl LanguageModel {
             hidden: m.hidden,
         };
         let pool = crate::cpu::matmul_pool(opts.threads);
-        let q4 = dir.join("onnx").join(DECODER_Q4);
-        let decoder_file = match opts.quantized && q4.is_file() {
+        let has = |name: &str| dir.join("onnx").join(name).is_file();
+        // A bundle with only the 4-bit decoder (too large for float32 in one ONNX file) uses it.
+        let decoder_file = match has(DECODER_Q4) && (opts.quantized || !has(DECODER)) {
             true => DECODER_Q4,
             false => DECODER,
         };

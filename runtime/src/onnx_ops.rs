@@ -323,7 +323,9 @@ fn mat_mul_nbits(
     // `GLIMPSE_Q4=tract` keeps tract's own, for side-by-side benchmarks.
     let ours = std::env::var("GLIMPSE_Q4").map_or(true, |v| v != "tract");
     if ours && bits == 4 && block_size == BLOCK && k.is_multiple_of(BLOCK) && plain {
-        return Ok((expand(MatMulQ4 { k, n }), vec![]));
+        // ONNX's accuracy level 4: int8 arithmetic, activations rounded to 8 bits.
+        let q8 = node.get_attr_opt::<i64>("accuracy_level")? == Some(4);
+        return Ok((expand(MatMulQ4 { k, n, q8 }), vec![]));
     }
     let tract_own = tract_onnx::onnx()
         .op_register
@@ -339,6 +341,7 @@ fn mat_mul_nbits(
 struct MatMulQ4 {
     k: usize,
     n: usize,
+    q8: bool,
 }
 
 impl Expansion for MatMulQ4 {
@@ -395,6 +398,7 @@ impl Expansion for MatMulQ4 {
         )?;
         let op = Q4MatMul {
             weight: Arc::new(weight),
+            q8: self.q8,
         };
         let y = model.wire_node(prefix, op, &x)?;
         model.wire_node(format!("{prefix}.from_f32"), cast(dt), &y)

@@ -54,18 +54,39 @@ impl Q4Weight {
     }
 
     /// `y[m][r] = Σ_k x[m][k] · w[r][k]` for `x` of `m` rows of `k`; `y` is `[m, n]`.
-    pub(crate) fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) -> TractResult<()> {
+    /// With `q8`, each row of `x` is first rounded to llama.cpp's Q8_0 blocks (32 values,
+    /// `x ≈ q · d`, `d = max|x| / 127`) and the blocks multiplied in integers: ONNX's
+    /// `MatMulNBits accuracy_level = 4`, and what llama.cpp does for Q4_0.
+    pub(crate) fn matmul(&self, x: &[f32], m: usize, y: &mut [f32], q8: bool) -> TractResult<()> {
         ensure!(x.len() == m * self.k && y.len() == m * self.n);
+        if q8 {
+            let blocks = Q8Blocks::quantize(x);
+            let rows: Vec<Q8Row> = (0..m).map(|i| blocks.row(i, self.k)).collect();
+            self.split(m, y, |first, out| self.rows_q8(first, &rows, out))
+        } else {
+            let rows: Vec<&[f32]> = x.chunks_exact(self.k).collect();
+            self.split(m, y, |first, out| self.rows_f32(first, &rows, out))
+        }
+    }
+
+    /// Weight rows split over the graph's threads, `rows(first, out)` filling `[rows, m]`.
+    fn split(
+        &self,
+        m: usize,
+        y: &mut [f32],
+        rows: impl Fn(usize, &mut [f32]) + Sync,
+    ) -> TractResult<()> {
+        let cost = self.n * self.k * m;
         if m == 1 {
-            return par_chunks_mut(y, 1, self.n * self.k, |first, out| {
-                self.rows(first, x, 1, out);
+            return par_chunks_mut(y, 1, cost, |first, out| {
+                rows(first, out);
                 Ok(())
             });
         }
-        // Rows of the weight split over threads: computed as `[n, m]`, then transposed.
+        // Computed as `[n, m]`, then transposed.
         let mut t = vec![0f32; self.n * m];
-        par_chunks_mut(&mut t, m, self.n * self.k * m, |first, out| {
-            self.rows(first, x, m, out);
+        par_chunks_mut(&mut t, m, cost, |first, out| {
+            rows(first, out);
             Ok(())
         })?;
         for (r, col) in t.chunks_exact(m).enumerate() {
@@ -76,25 +97,70 @@ impl Q4Weight {
         Ok(())
     }
 
-    /// Weight rows from `first` on, as many as `out` holds (`[rows, m]`).
-    fn rows(&self, first: usize, x: &[f32], m: usize, out: &mut [f32]) {
+    fn rows_f32(&self, first: usize, x: &[&[f32]], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return rows_with::<avx2::Avx2>(self, first, x, m, out);
+        if avx2::available() {
+            return rows_with::<avx2::Avx2>(self, first, x, out);
         }
-        rows_with::<Portable>(self, first, x, m, out)
+        rows_with::<Portable>(self, first, x, out)
+    }
+
+    fn rows_q8(&self, first: usize, x: &[Q8Row], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            return rows_with::<avx2::Avx2Q8>(self, first, x, out);
+        }
+        rows_with::<PortableQ8>(self, first, x, out)
+    }
+}
+
+/// Activation rows in llama.cpp's Q8_0: blocks of 32 `i8` and one `f32` scale a block.
+struct Q8Blocks {
+    codes: Vec<[i8; BLOCK]>,
+    scales: Vec<f32>,
+}
+
+/// One activation row of [`Q8Blocks`].
+#[derive(Clone, Copy)]
+struct Q8Row<'a> {
+    codes: &'a [[i8; BLOCK]],
+    scales: &'a [f32],
+}
+
+impl Q8Blocks {
+    /// llama.cpp's `quantize_row_q8_0` rounding (`round(x / d)`, half away from zero), with
+    /// the scale kept in f32.
+    fn quantize(x: &[f32]) -> Self {
+        let (codes, scales) = x
+            .chunks_exact(BLOCK)
+            .map(|b| {
+                let d = b.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+                let inv = if d == 0.0 { 0.0 } else { 1.0 / d };
+                (std::array::from_fn(|j| (b[j] * inv).round() as i8), d)
+            })
+            .unzip();
+        Q8Blocks { codes, scales }
+    }
+
+    fn row(&self, i: usize, k: usize) -> Q8Row<'_> {
+        let span = i * k / BLOCK..(i + 1) * k / BLOCK;
+        Q8Row {
+            codes: &self.codes[span.clone()],
+            scales: &self.scales[span],
+        }
     }
 }
 
 /// One weight row (its blocks and scales) against `R` activation rows.
 trait Dot {
-    fn dot<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [&[f32]; R]) -> [f32; R];
+    type Row<'a>: Copy + Sync;
+    fn dot<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [Self::Row<'_>; R]) -> [f32; R];
 }
 
 /// Activation rows four at a time (the rest one by one), against every weight row of
-/// `out`: the four rows stay in L1 while the weight streams past them.
-fn rows_with<D: Dot>(w: &Q4Weight, first: usize, x: &[f32], m: usize, out: &mut [f32]) {
+/// `out` (`[rows, m]`): the four rows stay in L1 while the weight streams past them.
+fn rows_with<'a, D: Dot>(w: &Q4Weight, first: usize, x: &[D::Row<'a>], out: &mut [f32]) {
+    let m = x.len();
     let per_row = w.k / BLOCK;
     let weight_row = |r: usize| {
         let span = (first + r) * per_row..(first + r + 1) * per_row;
@@ -103,17 +169,16 @@ fn rows_with<D: Dot>(w: &Q4Weight, first: usize, x: &[f32], m: usize, out: &mut 
     let rows = out.len() / m;
     let four = m / 4 * 4;
     for i in (0..four).step_by(4) {
-        let xs: [&[f32]; 4] = std::array::from_fn(|j| &x[(i + j) * w.k..][..w.k]);
+        let xs: [D::Row<'a>; 4] = std::array::from_fn(|j| x[i + j]);
         for r in 0..rows {
             let (codes, scales) = weight_row(r);
             out[r * m + i..][..4].copy_from_slice(&D::dot(codes, scales, xs));
         }
     }
     for i in four..m {
-        let xs = [&x[i * w.k..][..w.k]];
         for r in 0..rows {
             let (codes, scales) = weight_row(r);
-            out[r * m + i] = D::dot(codes, scales, xs)[0];
+            out[r * m + i] = D::dot(codes, scales, [x[i]])[0];
         }
     }
 }
@@ -123,6 +188,7 @@ fn rows_with<D: Dot>(w: &Q4Weight, first: usize, x: &[f32], m: usize, out: &mut 
 struct Portable;
 
 impl Dot for Portable {
+    type Row<'a> = &'a [f32];
     fn dot<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [&[f32]; R]) -> [f32; R] {
         xs.map(|x| {
             let mut acc = [0f32; 16];
@@ -139,18 +205,45 @@ impl Dot for Portable {
     }
 }
 
+/// Portable, Q8 activations: a block's integer dot product, then its two scales.
+struct PortableQ8;
+
+impl Dot for PortableQ8 {
+    type Row<'a> = Q8Row<'a>;
+    fn dot<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [Q8Row; R]) -> [f32; R] {
+        xs.map(|x| {
+            let mut acc = 0f32;
+            for (((q, &d), qx), &dx) in codes.iter().zip(scales).zip(x.codes).zip(x.scales) {
+                let mut sum = 0i32;
+                for j in 0..16 {
+                    sum += ((q[j] & 15) as i32 - 8) * qx[j] as i32;
+                    sum += ((q[j] >> 4) as i32 - 8) * qx[j + 16] as i32;
+                }
+                acc = madd(d * dx, sum as f32, acc);
+            }
+            acc
+        })
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Dot, BLOCK};
+    use super::{Dot, Q8Row, BLOCK};
     use std::arch::x86_64::*;
 
-    /// Only built once the CPU is known to have AVX2 and FMA.
+    /// Whether the CPU has AVX2 and FMA: the kernels below are only picked then.
+    pub(super) fn available() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+
+    /// f32 activations.
     pub(super) struct Avx2;
 
     impl Dot for Avx2 {
+        type Row<'a> = &'a [f32];
         #[inline(always)]
         fn dot<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [&[f32]; R]) -> [f32; R] {
-            // SAFETY: `Q4Weight::rows` picks `Avx2` after checking the CPU for AVX2 and FMA.
+            // SAFETY: `Q4Weight::rows_f32` picks `Avx2` after `available()`.
             unsafe { dot_rows(codes, scales, xs) }
         }
     }
@@ -177,12 +270,7 @@ mod avx2 {
             let b = codes.len() - 1;
             block(&codes[b], scales[b], b, xs, &mut even);
         }
-        std::array::from_fn(|r| {
-            let v = _mm256_add_ps(even[r], odd[r]);
-            let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-            _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)))
-        })
+        std::array::from_fn(|r| hsum(_mm256_add_ps(even[r], odd[r])))
     }
 
     /// Block `b` (codes `q`, scale `d`) into each row's accumulator.
@@ -217,6 +305,79 @@ mod avx2 {
             *acc = _mm256_fmadd_ps(d, _mm256_add_ps(s01, s23), *acc);
         }
     }
+
+    /// Q8_0 activations.
+    pub(super) struct Avx2Q8;
+
+    impl Dot for Avx2Q8 {
+        type Row<'a> = Q8Row<'a>;
+        #[inline(always)]
+        fn dot<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [Q8Row; R]) -> [f32; R] {
+            // SAFETY: `Q4Weight::rows_q8` picks `Avx2Q8` after `available()`.
+            unsafe { dot_rows_q8(codes, scales, xs) }
+        }
+    }
+
+    /// A block's 32 codes less 8, as bytes in element order.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn unpack(q: &[u8; 16]) -> __m256i {
+        let low = _mm_set1_epi8(0x0f);
+        // SAFETY: a 16-byte unaligned load from a [u8; 16].
+        let q = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
+        let lo = _mm_and_si128(q, low);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), low);
+        _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
+    }
+
+    /// [`super::PortableQ8`] in AVX2: a block's codes, less 8, are unpacked to 32 bytes once;
+    /// for each row, byte products summed in pairs (`maddubs`, which takes one unsigned side:
+    /// the codes' magnitudes, the activations carrying both signs), then in fours, widened to
+    /// f32 and scaled by the two blocks' scales.
+    #[target_feature(enable = "avx2,fma")]
+    fn dot_rows_q8<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [Q8Row; R]) -> [f32; R] {
+        let mut even = [_mm256_setzero_ps(); R];
+        let mut odd = [_mm256_setzero_ps(); R];
+        for b in (0..codes.len() / 2 * 2).step_by(2) {
+            block_q8(&codes[b], scales[b], b, &xs, &mut even);
+            block_q8(&codes[b + 1], scales[b + 1], b + 1, &xs, &mut odd);
+        }
+        if codes.len() % 2 == 1 {
+            let b = codes.len() - 1;
+            block_q8(&codes[b], scales[b], b, &xs, &mut even);
+        }
+        std::array::from_fn(|r| hsum(_mm256_add_ps(even[r], odd[r])))
+    }
+
+    /// Block `b` (codes `q`, scale `d`) into each row's accumulator.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn block_q8<const R: usize>(
+        q: &[u8; 16],
+        d: f32,
+        b: usize,
+        xs: &[Q8Row; R],
+        acc: &mut [__m256; R],
+    ) {
+        let w = unpack(q);
+        let magnitude = _mm256_sign_epi8(w, w);
+        for (acc, x) in acc.iter_mut().zip(xs) {
+            // SAFETY: a 32-byte unaligned load from an [i8; 32].
+            let qx = unsafe { _mm256_loadu_si256(x.codes[b].as_ptr().cast()) };
+            let pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(qx, w));
+            let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.scales[b]), sum, *acc);
+        }
+    }
+
+    /// The sum of the eight lanes.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn hsum(v: __m256) -> f32 {
+        let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)))
+    }
 }
 
 /// `a · b + c`, fused where the target has FMA as a baseline (aarch64); plain elsewhere,
@@ -234,11 +395,14 @@ fn madd(a: f32, b: f32, c: f32) -> f32 {
 #[derive(Debug, Clone)]
 pub(crate) struct Q4MatMul {
     pub(crate) weight: Arc<Q4Weight>,
+    /// Round activations to Q8_0 and multiply in integers (`accuracy_level = 4`).
+    pub(crate) q8: bool,
 }
 
 impl PartialEq for Q4MatMul {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.weight, &other.weight) || self.weight == other.weight
+        self.q8 == other.q8
+            && (Arc::ptr_eq(&self.weight, &other.weight) || self.weight == other.weight)
     }
 }
 
@@ -251,8 +415,10 @@ impl Op for Q4MatMul {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "weight [{}, {}] Q4_0",
-            self.weight.n, self.weight.k
+            "weight [{}, {}] Q4_0, activations {}",
+            self.weight.n,
+            self.weight.k,
+            if self.q8 { "Q8_0" } else { "f32" }
         )])
     }
 
@@ -280,7 +446,7 @@ impl EvalOp for Q4MatMul {
             let x = x.try_as_plain_ram()?;
             let mut y = y.try_as_plain_ram_mut()?;
             self.weight
-                .matmul(x.as_slice::<f32>()?, m, y.as_slice_mut::<f32>()?)?;
+                .matmul(x.as_slice::<f32>()?, m, y.as_slice_mut::<f32>()?, self.q8)?;
         }
         Ok(tvec![y.into_tvalue()])
     }
@@ -323,7 +489,8 @@ mod tests {
     use super::*;
 
     /// Against the plain definition, in f64, for shapes that take every path: one row,
-    /// four rows and a remainder.
+    /// four rows and a remainder; f32 and Q8_0 activations; the CPU's kernel and the
+    /// portable one (which aarch64 runs).
     #[test]
     fn matches_dequantized_product() {
         let (n, k) = (37, 96);
@@ -339,35 +506,63 @@ mod tests {
             .map(|_| (next() % 1000) as f32 / 4096.0)
             .collect();
         let w = Q4Weight::new(n, k, &codes, &scales).unwrap();
+        let weight = |r: usize, c: usize| {
+            (codes[r * k + c] as f64 - 8.0) * scales[r * k / 32 + c / 32] as f64
+        };
         for m in [1, 4, 7] {
             let x: Vec<f32> = (0..m * k)
                 .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
                 .collect();
-            let mut y = vec![0f32; m * n];
-            w.matmul(&x, m, &mut y).unwrap();
-            // The portable kernel too (the one aarch64 runs), as `[n, m]`.
-            let mut portable = vec![0f32; n * m];
-            rows_with::<Portable>(&w, 0, &x, m, &mut portable);
-            for i in 0..m {
-                for r in 0..n {
-                    let other = portable[r * m + i] as f64;
-                    let want: f64 = (0..k)
-                        .map(|c| {
-                            let code = codes[r * k + c] as f64 - 8.0;
-                            code * scales[r * k / 32 + c / 32] as f64 * x[i * k + c] as f64
-                        })
-                        .sum();
-                    let got = y[i * n + r] as f64;
-                    assert!(
-                        (got - want).abs() < 1e-5,
-                        "m {m} [{i}, {r}]: {got} vs {want}"
-                    );
-                    assert!(
-                        (other - want).abs() < 1e-5,
-                        "portable, m {m} [{i}, {r}]: {other} vs {want}"
-                    );
+            let q8 = Q8Blocks::quantize(&x);
+            let rows: Vec<Q8Row> = (0..m).map(|i| q8.row(i, k)).collect();
+            let f32_rows: Vec<&[f32]> = x.chunks_exact(k).collect();
+            // What the Q8 product multiplies: each activation as its code times its scale.
+            let rounded: Vec<f32> = (0..m * k)
+                .map(|i| q8.codes[i / 32][i % 32] as f32 * q8.scales[i / 32])
+                .collect();
+            for (activations, reference) in [(false, &x), (true, &rounded)] {
+                let mut y = vec![0f32; m * n];
+                w.matmul(&x, m, &mut y, activations).unwrap();
+                let mut portable = vec![0f32; n * m]; // `[n, m]`
+                match activations {
+                    false => rows_with::<Portable>(&w, 0, &f32_rows, &mut portable),
+                    true => rows_with::<PortableQ8>(&w, 0, &rows, &mut portable),
+                }
+                for i in 0..m {
+                    for r in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|c| weight(r, c) * reference[i * k + c] as f64)
+                            .sum();
+                        for (kernel, got) in
+                            [("cpu", y[i * n + r]), ("portable", portable[r * m + i])]
+                        {
+                            assert!(
+                                (got as f64 - want).abs() < 1e-5,
+                                "{kernel}, q8 {activations}, m {m} [{i}, {r}]: {got} vs {want}"
+                            );
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    /// Q8_0 rounding: within half a step of the input, the block's largest magnitude at 127,
+    /// an all-zero block zero.
+    #[test]
+    fn q8_blocks_round_to_nearest() {
+        let mut x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        x[32..].fill(0.0);
+        let q = Q8Blocks::quantize(&x);
+        assert_eq!(q.scales[1], 0.0);
+        assert!(q.codes[1].iter().all(|&c| c == 0));
+        let d = q.scales[0];
+        assert!(q.codes[0].iter().any(|&c| c.unsigned_abs() == 127));
+        for (v, &c) in x[..32].iter().zip(&q.codes[0]) {
+            assert!(
+                (v - c as f32 * d).abs() <= d / 2.0 * 1.0001,
+                "{v} vs {c} · {d}"
+            );
         }
     }
 
