@@ -4,9 +4,11 @@
 //! Hand-written because tract 0.23 computes a 4-bit product by unpacking weight panels to f32
 //! for its general matrix kernel on x86. Here each block is widened in registers and
 //! multiplied straight into up to four activation rows, so the weights are read once per four
-//! rows and never widened in memory: prompts (prefill) run 1.5–1.7× faster than tract's, one
-//! token of decode at the same speed (BENCHMARKS.md). AVX2+FMA intrinsics where the CPU has
-//! them (checked at run time); elsewhere lane-by-lane loops for the compiler to vectorise
+//! rows and never widened in memory. Two arithmetics, as the ONNX node's `accuracy_level`
+//! asks: f32 activations, or (level 4) activations rounded to Q8_0 and each block multiplied
+//! in integers, as llama.cpp computes Q4_0 — a third of the instructions per block, which is
+//! what one token of decode is bound by (BENCHMARKS.md). AVX2+FMA intrinsics where the CPU
+//! has them (checked at run time); elsewhere lane-by-lane loops for the compiler to vectorise
 //! (NEON is aarch64's baseline). Weight rows are split over the graph's thread pool.
 
 use tract_onnx::prelude::*;
