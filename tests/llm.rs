@@ -214,6 +214,27 @@ fn stops_at_max_tokens_and_when_the_callback_cancels() {
     assert_eq!(out.text, pieces[0]);
 }
 
+/// Two callers generating from one model at once (on its two-thread pool, where runs take
+/// turns) each get the reference's tokens.
+#[test]
+fn two_callers_at_once_each_get_the_reference_tokens() {
+    let Some(model) = model() else { return };
+    let r = reference();
+    let want: Vec<u32> = r.steps[..6].iter().map(|s| s.token).collect();
+    let generate = || {
+        model
+            .generate(&r.prompt, &greedy(6), |_| ControlFlow::Continue(()))
+            .unwrap()
+            .tokens
+    };
+    std::thread::scope(|s| {
+        let runs = [s.spawn(generate), s.spawn(generate)];
+        for run in runs {
+            assert_eq!(run.join().unwrap(), want);
+        }
+    });
+}
+
 #[test]
 fn seeded_sampling_repeats_itself() {
     let Some(model) = model() else { return };

@@ -51,7 +51,7 @@ impl ClipModel {
         };
         let half = precision == Precision::F16;
         // One pool for both towers: a single image or query uses every thread.
-        let pool = crate::cpu::matmul_pool(opts.threads);
+        let pool = crate::cpu::Pool::new(opts.threads);
         let vision = match &spec.vision {
             Some(g) => Some(VisionTower::load(
                 g,

@@ -2,10 +2,10 @@
 //! product instructions (SDOT), and how many threads to run on.
 
 use std::path::Path;
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once, PoisonError};
 
 use tract_core::tract_linalg::isa::{self, Isa};
-use tract_core::tract_linalg::multithread::Executor;
+use tract_core::tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 /// The CPU features Glimpse's choices depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,19 +59,51 @@ pub fn default_threads() -> usize {
     performance_cores().map_or(cores, |n| n.clamp(1, cores))
 }
 
-/// A pool of `threads` workers for tract's matrix products, so that one image or query uses
-/// every core; a single thread (or a pool that cannot start) runs on the caller's thread.
-pub(crate) fn matmul_pool(threads: usize) -> Executor {
-    if threads < 2 {
-        return Executor::SingleThread;
+/// Where a graph's runs execute: on the caller's thread, or entirely inside a pool of
+/// workers that split each matrix product between them.
+///
+/// A whole run goes into the pool, not just its products: a caller thread running the other
+/// nodes while the workers spin between products would be one thread too many for the cores
+/// (two-thread LLM decode 1.2–1.4× faster this way, BENCHMARKS.md). Runs on one pool take
+/// turns: a worker waiting inside a product would otherwise pick up another caller's queued
+/// run, and tract keeps per-thread scratch space that two runs on one thread must not share.
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Caller,
+    Workers {
+        pool: Arc<rayon::ThreadPool>,
+        turn: Arc<Mutex<()>>,
+    },
+}
+
+impl Pool {
+    /// A pool of `threads` workers; a single thread (or a pool that cannot start) runs on the
+    /// caller's thread.
+    pub(crate) fn new(threads: usize) -> Pool {
+        if threads < 2 {
+            return Pool::Caller;
+        }
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("glimpse-mm-{i}"))
+            .num_threads(threads)
+            .build()
+            .map_or(Pool::Caller, |pool| Pool::Workers {
+                pool: Arc::new(pool),
+                turn: Arc::default(),
+            })
     }
-    rayon::ThreadPoolBuilder::new()
-        .thread_name(|i| format!("glimpse-mm-{i}"))
-        .num_threads(threads)
-        .build()
-        .map_or(Executor::SingleThread, |pool| {
-            Executor::MultiThread(Arc::new(pool))
-        })
+
+    /// Runs `f`, a graph run, where this pool says, with tract's products split accordingly.
+    pub(crate) fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match self {
+            Pool::Caller => multithread_tract_scope(Executor::SingleThread, f),
+            Pool::Workers { pool, turn } => {
+                let _turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
+                let executor = Executor::MultiThread(pool.clone());
+                pool.install(|| multithread_tract_scope(executor, f))
+            }
+        }
+    }
 }
 
 /// Tells tract what it cannot find out for itself; runs once, before any graph is optimised.

@@ -7,9 +7,9 @@
 //! run as tract values: the presents of one step are the pasts of the next, without copies.
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
 use crate::bundle::GraphSpec;
+use crate::cpu::Pool;
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, GraphFile, ONNX_FLOAT, ONNX_INT64};
 
@@ -72,7 +72,7 @@ impl Decoder {
         embed: &GraphSpec,
         decoder: &GraphSpec,
         shape: CacheShape,
-        pool: &Executor,
+        pool: &Pool,
     ) -> Result<Self> {
         let file = GraphFile::open(embed)?;
         expect_input(&file, IDS, ONNX_INT64, &[Some(1), None])?;

@@ -7,9 +7,9 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core;
 use tract_onnx::tract_core::plan::SimpleState;
-use tract_onnx::tract_core::tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 use crate::bundle::GraphSpec;
+use crate::cpu::Pool;
 use crate::error::{Error, Result};
 use crate::onnx_ops::onnx;
 
@@ -63,8 +63,8 @@ pub(crate) struct Graph {
     plan: Arc<TypedRunnableModel>,
     tower: &'static str,
     input_types: Vec<DatumType>,
-    /// Where the matrix products of a run go: a pool splits each over its threads.
-    pool: Executor,
+    /// Where runs execute: a pool splits each matrix product over its threads.
+    pool: Pool,
 }
 
 impl GraphFile {
@@ -269,7 +269,7 @@ impl GraphFile {
             plan,
             tower,
             input_types,
-            pool: Executor::SingleThread,
+            pool: Pool::Caller,
         })
     }
 }
@@ -291,14 +291,14 @@ fn contained<T>(f: impl FnOnce() -> Result<T>, err: impl FnOnce(String) -> Error
 }
 
 impl Graph {
-    /// This graph with its runs' matrix products split over `pool`'s threads.
-    pub fn with_pool(self, pool: Executor) -> Self {
+    /// This graph with its runs executed in `pool`.
+    pub fn with_pool(self, pool: Pool) -> Self {
         Graph { pool, ..self }
     }
 
     /// This graph running on the caller's thread only: for runs made side by side.
     pub fn unpooled(&self) -> Self {
-        self.clone().with_pool(Executor::SingleThread)
+        self.clone().with_pool(Pool::Caller)
     }
 
     /// The concrete shape of output `ix`, when the plan knows it without running.
@@ -323,7 +323,8 @@ impl Graph {
     pub fn run_values(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
         contained(
             || {
-                multithread_tract_scope(self.pool.clone(), || self.plan.run(inputs))
+                self.pool
+                    .run(|| self.plan.run(inputs))
                     .map_err(|e| self.inference_error(format!("{e:#}")))
             },
             |reason| self.inference_error(reason),

@@ -176,7 +176,7 @@ impl LanguageModel {
             head_dim: m.head_dim,
             hidden: m.hidden,
         };
-        let pool = crate::cpu::matmul_pool(opts.threads);
+        let pool = crate::cpu::Pool::new(opts.threads);
         let has = |name: &str| dir.join("onnx").join(name).is_file();
         // A bundle with only the 4-bit decoder (too large for float32 in one ONNX file) uses it.
         let decoder_file = match has(DECODER_Q4) && (opts.quantized || !has(DECODER)) {

@@ -8,9 +8,9 @@
 use std::path::Path;
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
 use crate::bundle::{GraphSpec, DEFAULT_MAX_MODEL_BYTES};
+use crate::cpu::Pool;
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, GraphFile, ONNX_FLOAT};
 
@@ -39,11 +39,11 @@ impl Projector {
             sha256: None,
             max_bytes: DEFAULT_MAX_MODEL_BYTES,
         };
-        let pool = crate::cpu::matmul_pool(crate::cpu::default_threads());
+        let pool = crate::cpu::Pool::new(crate::cpu::default_threads());
         Self::load_spec(&spec, &pool)
     }
 
-    pub(crate) fn load_spec(spec: &GraphSpec, pool: &Executor) -> Result<Self> {
+    pub(crate) fn load_spec(spec: &GraphSpec, pool: &Pool) -> Result<Self> {
         let file = GraphFile::open(spec)?;
         let port = file.input(INPUT)?;
         file.require_output(OUTPUT)?;

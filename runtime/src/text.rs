@@ -5,9 +5,9 @@
 //! exported with a fixed sequence length (open_clip's 77) are padded to it.
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
 use crate::bundle::GraphSpec;
+use crate::cpu::Pool;
 use crate::embedding::{normalize_rows, Embedding};
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, GraphFile, Port, ONNX_INT32, ONNX_INT64};
@@ -37,7 +37,7 @@ impl TextTower {
         context_length: usize,
         half: bool,
         max_text_bytes: usize,
-        pool: &Executor,
+        pool: &Pool,
     ) -> Result<Self> {
         let file = GraphFile::open(spec)?;
         let ids = file.input(&spec.input)?.clone();

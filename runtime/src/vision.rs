@@ -2,9 +2,9 @@
 
 use image::RgbImage;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
 use crate::bundle::GraphSpec;
+use crate::cpu::Pool;
 use crate::embedding::{normalize_rows, Embedding};
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, GraphFile, NodeTime, ONNX_FLOAT};
@@ -31,7 +31,7 @@ impl VisionTower {
         preprocess: PreprocessConfig,
         half: bool,
         threads: usize,
-        pool: &Executor,
+        pool: &Pool,
     ) -> Result<Self> {
         let file = GraphFile::open(spec)?;
         let port = file.input(&spec.input)?.clone();

@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
 use crate::bundle::{bundle_graph, DEFAULT_MAX_MODEL_BYTES};
+use crate::cpu::Pool;
 use crate::decode::{decode_file, ImageLimits};
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, GraphFile};
@@ -28,11 +28,11 @@ impl VisionEncoder {
     /// Loads `onnx/vision_encoder.onnx` and `preprocessor_config.json` from `dir`; its
     /// matrix products use the performance cores.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
-        let pool = crate::cpu::matmul_pool(crate::cpu::default_threads());
+        let pool = crate::cpu::Pool::new(crate::cpu::default_threads());
         Self::load_with(dir.as_ref(), DEFAULT_MAX_MODEL_BYTES, &pool)
     }
 
-    pub(crate) fn load_with(dir: &Path, max_bytes: u64, pool: &Executor) -> Result<Self> {
+    pub(crate) fn load_with(dir: &Path, max_bytes: u64, pool: &Pool) -> Result<Self> {
         let pre_path = dir.join("preprocessor_config.json");
         let pre_text = std::fs::read_to_string(&pre_path).map_err(|e| Error::io(&pre_path, e))?;
         let preprocess =

@@ -56,7 +56,7 @@ impl VisionLanguageModel {
         let (template, image_first) =
             split_template(&text).map_err(|r| Error::bundle(&manifest, r))?;
 
-        let pool = crate::cpu::matmul_pool(opts.threads);
+        let pool = crate::cpu::Pool::new(opts.threads);
         let encoder = VisionEncoder::load_with(dir, opts.max_model_bytes, &pool)?;
         let projector = Projector::load_spec(
             &bundle_graph(dir, "projector.onnx", opts.max_model_bytes)?,
