@@ -65,6 +65,8 @@ enum Command {
         dir: PathBuf,
         #[arg(long, default_value_t = 5)]
         iters: usize,
+        #[arg(long, default_value_t = glimpse::cpu::default_threads())]
+        threads: usize,
     },
     /// Prefill and greedy decode speed of a language model bundle; prints JSON.
     Llm {
@@ -133,7 +135,11 @@ fn main() -> glimpse::Result<()> {
             data,
             precision,
         } => calibrate_tags(&model, &data, precision),
-        Command::VisionEncode { dir, iters } => vision_encode(&dir, iters),
+        Command::VisionEncode {
+            dir,
+            iters,
+            threads,
+        } => vision_encode(&dir, iters, threads),
         Command::Llm {
             model,
             prompt,
@@ -214,10 +220,14 @@ fn print_profile(what: &str, times: &[glimpse::NodeTime]) {
     }
 }
 
-fn vision_encode(dir: &Path, iters: usize) -> glimpse::Result<()> {
+fn vision_encode(dir: &Path, iters: usize, threads: usize) -> glimpse::Result<()> {
+    let opts = LoadOptions {
+        threads,
+        ..LoadOptions::default()
+    };
     let t = Instant::now();
-    let encoder = VisionEncoder::load(dir)?;
-    let projector = Projector::load(dir.join("onnx/projector.onnx"))?;
+    let encoder = VisionEncoder::load_with(dir, opts)?;
+    let projector = Projector::load_with(dir.join("onnx/projector.onnx"), opts)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let image = encoder.open_image(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/images/franz-kafka.jpg"),
@@ -234,7 +244,7 @@ fn vision_encode(dir: &Path, iters: usize) -> glimpse::Result<()> {
     });
     println!(
         "{}",
-        json!({"load_ms": load_ms, "encode_ms": encode_ms, "project_ms": project_ms,
+        json!({"threads": threads, "load_ms": load_ms, "encode_ms": encode_ms, "project_ms": project_ms,
                "peak_rss_mb": peak_rss_mb()})
     );
     Ok(())

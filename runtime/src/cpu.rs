@@ -59,7 +59,7 @@ pub fn default_threads() -> usize {
     performance_cores().map_or(cores, |n| n.clamp(1, cores))
 }
 
-/// Where a graph's runs execute: on the caller's thread, or entirely inside a pool of
+/// Where a graph's runs execute: on a worker of the calling thread's own, or in a pool of
 /// workers that split each matrix product between them.
 ///
 /// A whole run goes into the pool, not just its products: a caller thread running the other
@@ -69,6 +69,10 @@ pub fn default_threads() -> usize {
 /// run, and tract keeps per-thread scratch space that two runs on one thread must not share.
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
+    /// Each calling thread's runs go to a one-worker pool of its own, so callers run side by
+    /// side. Not tract's single-thread mode: there it multiplies a whole matrix product in
+    /// one cache-blocked walk, which a one-worker pool splits into chunks — 1.6× faster on
+    /// ViT-L/14's products here (BENCHMARKS.md).
     Caller,
     Workers {
         pool: Arc<rayon::ThreadPool>,
@@ -76,34 +80,52 @@ pub(crate) enum Pool {
     },
 }
 
+thread_local! {
+    /// The calling thread's one-worker pool ([`Pool::Caller`]); `None` if it cannot start.
+    static SOLO: Option<Arc<rayon::ThreadPool>> = workers(1);
+}
+
+fn workers(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("glimpse-mm-{i}"))
+        .num_threads(threads)
+        .build()
+        .ok()
+        .map(Arc::new)
+}
+
 impl Pool {
-    /// A pool of `threads` workers; a single thread (or a pool that cannot start) runs on the
-    /// caller's thread.
+    /// A pool of `threads` workers; for one thread (or a pool that cannot start),
+    /// [`Pool::Caller`].
     pub(crate) fn new(threads: usize) -> Pool {
-        if threads < 2 {
-            return Pool::Caller;
-        }
-        rayon::ThreadPoolBuilder::new()
-            .thread_name(|i| format!("glimpse-mm-{i}"))
-            .num_threads(threads)
-            .build()
-            .map_or(Pool::Caller, |pool| Pool::Workers {
-                pool: Arc::new(pool),
+        match threads {
+            0 | 1 => Pool::Caller,
+            _ => workers(threads).map_or(Pool::Caller, |pool| Pool::Workers {
+                pool,
                 turn: Arc::default(),
-            })
+            }),
+        }
     }
 
     /// Runs `f`, a graph run, where this pool says, with tract's products split accordingly.
     pub(crate) fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         match self {
-            Pool::Caller => multithread_tract_scope(Executor::SingleThread, f),
+            Pool::Caller => SOLO.with(|solo| match solo {
+                Some(pool) => in_pool(pool, f),
+                None => multithread_tract_scope(Executor::SingleThread, f),
+            }),
             Pool::Workers { pool, turn } => {
                 let _turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
-                let executor = Executor::MultiThread(pool.clone());
-                pool.install(|| multithread_tract_scope(executor, f))
+                in_pool(pool, f)
             }
         }
     }
+}
+
+/// Runs `f` on `pool`'s workers, tract's products split over them.
+fn in_pool<T: Send>(pool: &Arc<rayon::ThreadPool>, f: impl FnOnce() -> T + Send) -> T {
+    let executor = Executor::MultiThread(pool.clone());
+    pool.install(|| multithread_tract_scope(executor, f))
 }
 
 /// Tells tract what it cannot find out for itself; runs once, before any graph is optimised.

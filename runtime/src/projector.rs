@@ -9,7 +9,7 @@ use std::path::Path;
 
 use tract_onnx::prelude::*;
 
-use crate::bundle::{GraphSpec, DEFAULT_MAX_MODEL_BYTES};
+use crate::bundle::{GraphSpec, LoadOptions};
 use crate::cpu::Pool;
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, GraphFile, ONNX_FLOAT};
@@ -32,15 +32,19 @@ pub struct Projector {
 impl Projector {
     /// Loads the projector graph at `path`; its matrix products use the performance cores.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(path, LoadOptions::default())
+    }
+
+    /// [`Self::load`] with `opts.threads` and `opts.max_model_bytes`.
+    pub fn load_with(path: impl AsRef<Path>, opts: LoadOptions) -> Result<Self> {
         let spec = GraphSpec {
             path: path.as_ref().to_owned(),
             input: INPUT.into(),
             output: OUTPUT.into(),
             sha256: None,
-            max_bytes: DEFAULT_MAX_MODEL_BYTES,
+            max_bytes: opts.max_model_bytes,
         };
-        let pool = crate::cpu::Pool::new(crate::cpu::default_threads());
-        Self::load_spec(&spec, &pool)
+        Self::load_spec(&spec, &crate::cpu::Pool::new(opts.threads))
     }
 
     pub(crate) fn load_spec(spec: &GraphSpec, pool: &Pool) -> Result<Self> {

@@ -254,24 +254,37 @@ mod avx2 {
     /// multiplied into each activation row, and the row's sum scaled by the block's scale.
     #[target_feature(enable = "avx2,fma")]
     fn dot_rows<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [&[f32]; R]) -> [f32; R] {
-        // Two accumulators a row, for even and odd blocks: independent chains.
-        let mut even = [_mm256_setzero_ps(); R];
-        let mut odd = [_mm256_setzero_ps(); R];
-        let pairs = codes.len() / 2;
-        for b in 0..pairs {
-            block(&codes[2 * b], scales[2 * b], 2 * b, xs, &mut even);
-            block(
-                &codes[2 * b + 1],
-                scales[2 * b + 1],
-                2 * b + 1,
-                xs,
-                &mut odd,
-            );
+        let zero = [[_mm256_setzero_ps(); R]; 2];
+        row_sums(even_odd(
+            codes.len(),
+            zero,
+            #[inline(always)]
+            |b, acc| block(&codes[b], scales[b], b, xs, acc),
+        ))
+    }
+
+    /// Runs `block(b, acc)` over blocks `0..n`, even blocks into one set of accumulators and
+    /// odd blocks into the other: two independent chains of additions.
+    #[inline(always)]
+    fn even_odd<const R: usize>(
+        n: usize,
+        mut acc: [[__m256; R]; 2],
+        mut block: impl FnMut(usize, &mut [__m256; R]),
+    ) -> [[__m256; R]; 2] {
+        for b in (0..n / 2 * 2).step_by(2) {
+            block(b, &mut acc[0]);
+            block(b + 1, &mut acc[1]);
         }
-        if codes.len() % 2 == 1 {
-            let b = codes.len() - 1;
-            block(&codes[b], scales[b], b, xs, &mut even);
+        if n % 2 == 1 {
+            block(n - 1, &mut acc[0]);
         }
+        acc
+    }
+
+    /// Each row's total from [`even_odd`]'s two sets of accumulators.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn row_sums<const R: usize>([even, odd]: [[__m256; R]; 2]) -> [f32; R] {
         std::array::from_fn(|r| hsum(_mm256_add_ps(even[r], odd[r])))
     }
 
@@ -338,17 +351,13 @@ mod avx2 {
     /// f32 and scaled by the two blocks' scales.
     #[target_feature(enable = "avx2,fma")]
     fn dot_rows_q8<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [Q8Row; R]) -> [f32; R] {
-        let mut even = [_mm256_setzero_ps(); R];
-        let mut odd = [_mm256_setzero_ps(); R];
-        for b in (0..codes.len() / 2 * 2).step_by(2) {
-            block_q8(&codes[b], scales[b], b, &xs, &mut even);
-            block_q8(&codes[b + 1], scales[b + 1], b + 1, &xs, &mut odd);
-        }
-        if codes.len() % 2 == 1 {
-            let b = codes.len() - 1;
-            block_q8(&codes[b], scales[b], b, &xs, &mut even);
-        }
-        std::array::from_fn(|r| hsum(_mm256_add_ps(even[r], odd[r])))
+        let zero = [[_mm256_setzero_ps(); R]; 2];
+        row_sums(even_odd(
+            codes.len(),
+            zero,
+            #[inline(always)]
+            |b, acc| block_q8(&codes[b], scales[b], b, &xs, acc),
+        ))
     }
 
     /// Block `b` (codes `q`, scale `d`) into each row's accumulator.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tract_onnx::prelude::*;
 
-use crate::bundle::{bundle_graph, DEFAULT_MAX_MODEL_BYTES};
+use crate::bundle::{bundle_graph, LoadOptions};
 use crate::cpu::Pool;
 use crate::decode::{decode_file, ImageLimits};
 use crate::error::{Error, Result};
@@ -28,11 +28,16 @@ impl VisionEncoder {
     /// Loads `onnx/vision_encoder.onnx` and `preprocessor_config.json` from `dir`; its
     /// matrix products use the performance cores.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
-        let pool = crate::cpu::Pool::new(crate::cpu::default_threads());
-        Self::load_with(dir.as_ref(), DEFAULT_MAX_MODEL_BYTES, &pool)
+        Self::load_with(dir, LoadOptions::default())
     }
 
-    pub(crate) fn load_with(dir: &Path, max_bytes: u64, pool: &Pool) -> Result<Self> {
+    /// [`Self::load`] with `opts.threads` and `opts.max_model_bytes`.
+    pub fn load_with(dir: impl AsRef<Path>, opts: LoadOptions) -> Result<Self> {
+        let pool = crate::cpu::Pool::new(opts.threads);
+        Self::load_in(dir.as_ref(), opts.max_model_bytes, &pool)
+    }
+
+    pub(crate) fn load_in(dir: &Path, max_bytes: u64, pool: &Pool) -> Result<Self> {
         let pre_path = dir.join("preprocessor_config.json");
         let pre_text = std::fs::read_to_string(&pre_path).map_err(|e| Error::io(&pre_path, e))?;
         let preprocess =
