@@ -296,7 +296,8 @@ impl Graph {
         Graph { pool, ..self }
     }
 
-    /// This graph running on the caller's thread only: for runs made side by side.
+    /// This graph running on one thread per caller ([`Pool::Caller`]): for runs made side
+    /// by side.
     pub fn unpooled(&self) -> Self {
         self.clone().with_pool(Pool::Caller)
     }
