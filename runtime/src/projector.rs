@@ -44,7 +44,7 @@ impl Projector {
             sha256: None,
             max_bytes: opts.max_model_bytes,
         };
-        Self::load_spec(&spec, &crate::cpu::Pool::new(opts.threads))
+        Self::load_spec(&spec, &Pool::new(opts.threads))
     }
 
     pub(crate) fn load_spec(spec: &GraphSpec, pool: &Pool) -> Result<Self> {

@@ -33,7 +33,7 @@ impl VisionEncoder {
 
     /// [`Self::load`] with `opts.threads` and `opts.max_model_bytes`.
     pub fn load_with(dir: impl AsRef<Path>, opts: LoadOptions) -> Result<Self> {
-        let pool = crate::cpu::Pool::new(opts.threads);
+        let pool = Pool::new(opts.threads);
         Self::load_in(dir.as_ref(), opts.max_model_bytes, &pool)
     }
 
