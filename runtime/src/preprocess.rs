@@ -1,5 +1,6 @@
 //! CLIP's image preprocessing: resize the shortest side (bicubic), centre crop,
-//! scale to [0, 1] and normalise per channel, laid out as CHW f32.
+//! scale to [0, 1] and normalise per channel, laid out as CHW f32. LLaVA-style models first pad
+//! the image to a square on the mean colour.
 //!
 //! Resizing uses `fast_image_resize`'s Catmull-Rom convolution (PIL's bicubic kernel,
 //! a = -0.5, with the support widened when downscaling, as PIL does). Both work in
@@ -9,7 +10,7 @@
 use std::borrow::Cow;
 
 use fast_image_resize::images::Image as FirImage;
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{FilterType, IntoImageView, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 use serde::Deserialize;
 
@@ -21,6 +22,9 @@ pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 /// How to turn a decoded image into the model's input tensor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreprocessConfig {
+    /// Pad to a square on the mean colour before resizing (LLaVA's and MobileVLM's
+    /// `image_aspect_ratio: "pad"`), so the whole image is kept where a crop would cut it.
+    pub pad_square: bool,
     /// Resize target.
     pub resize: Resize,
     /// Centre crop (width, height) after resizing, if any.
@@ -62,12 +66,16 @@ struct HfPreprocessor {
     image_mean: Option<[f32; 3]>,
     image_std: Option<[f32; 3]>,
     resample: Option<u32>,
+    image_processor_type: Option<String>,
+    do_pad: Option<bool>,
+    image_aspect_ratio: Option<String>,
 }
 
 impl PreprocessConfig {
     /// OpenAI CLIP's preprocessing at `size` × `size`.
     pub fn clip(size: u32) -> Self {
         PreprocessConfig {
+            pad_square: false,
             resize: Resize::ShortestEdge(size),
             crop: Some((size, size)),
             filter: Filter::Bicubic,
@@ -77,7 +85,9 @@ impl PreprocessConfig {
         }
     }
 
-    /// Reads an HF `preprocessor_config.json` (CLIPImageProcessor and alikes).
+    /// Reads an HF `preprocessor_config.json` (CLIPImageProcessor and alikes). Square padding is
+    /// on for `"image_aspect_ratio": "pad"` (the key LLaVA and MobileVLM checkpoints carry) and
+    /// for transformers' `LlavaImageProcessor` with `"do_pad": true`.
     pub fn from_hf_json(text: &str) -> Result<Self, String> {
         let p: HfPreprocessor =
             serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
@@ -110,7 +120,21 @@ impl PreprocessConfig {
             3 => Filter::Bicubic,
             n => return Err(format!("resample mode {n} is not supported (0, 2 or 3)")),
         };
+        let llava = p
+            .image_processor_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("LlavaImageProcessor"));
+        let pad_square = match p.image_aspect_ratio.as_deref() {
+            Some("pad") => true,
+            Some(a) if a.starts_with("anyres") => {
+                return Err(format!(
+                    "image_aspect_ratio {a:?} (LLaVA-1.6 tiling) is not supported; \"pad\" is"
+                ))
+            }
+            _ => llava && p.do_pad == Some(true),
+        };
         let cfg = PreprocessConfig {
+            pad_square,
             resize,
             crop,
             filter,
@@ -172,6 +196,15 @@ impl PreprocessConfig {
     /// losing detail this config keeps (0: no bound on that axis). For
     /// [`crate::decode::decode_scaled`].
     pub fn needed_size(&self, w: u32, h: u32) -> (u32, u32) {
+        if self.pad_square {
+            // The longer side becomes the square's.
+            let (rw, rh) = self.resized_size(1, 1);
+            return if w >= h {
+                (rw.max(rh), 0)
+            } else {
+                (0, rw.max(rh))
+            };
+        }
         match self.resize {
             Resize::Exact(rw, rh) => (rw, rh),
             Resize::ShortestEdge(s) if w <= h => (s, 0),
@@ -194,8 +227,19 @@ impl PreprocessConfig {
     /// Preprocesses one RGB image, appending its CHW tensor (3 × H × W values) to `out`.
     pub fn run(&self, img: &RgbImage, out: &mut Vec<f32>) -> Result<(), String> {
         let (w, h) = img.dimensions();
-        let (rw, rh) = self.resized_size(w, h);
-        let resized = resize(img, rw, rh, self.filter)?;
+        let (rw, rh, resized) = if self.pad_square && w != h {
+            let side = w.max(h);
+            let (rw, rh) = self.resized_size(side, side);
+            let mean = self.mean.map(|m| (m * 255.0) as u8);
+            (
+                rw,
+                rh,
+                Cow::Owned(pad_and_resize(img, rw, rh, self.filter, mean)?),
+            )
+        } else {
+            let (rw, rh) = self.resized_size(w, h);
+            (rw, rh, resize(img, rw, rh, self.filter)?)
+        };
         let (cw, ch) = self
             .crop
             .map_or((rw, rh), |(cw, ch)| (cw.min(rw), ch.min(rh)));
@@ -233,11 +277,51 @@ fn hf_size(v: &serde_json::Value) -> Option<(u32, u32)> {
     }
 }
 
+/// Pads `img` to a square of its longer side on `color` (centred, offset rounded down), resized
+/// to `w` × `h`; returns packed RGB8. The full-size square is never built: the image is resized
+/// along its longer side first (no padding lies there), then padded across and resized across,
+/// so memory stays at the output width times the longer side however long a panorama is.
+fn pad_and_resize(
+    img: &RgbImage,
+    w: u32,
+    h: u32,
+    filter: Filter,
+    color: [u8; 3],
+) -> Result<Vec<u8>, String> {
+    let (iw, ih) = img.dimensions();
+    let side = iw.max(ih);
+    let (aw, ah, pw, ph) = if iw > ih {
+        (w, ih, w, side)
+    } else {
+        (iw, h, side, h)
+    };
+    let along = resize(img, aw, ah, filter)?;
+    let mut padded = color.repeat(pw as usize * ph as usize);
+    let (x0, y0) = ((pw - aw) as usize / 2, (ph - ah) as usize / 2);
+    for (y, row) in along.chunks_exact(aw as usize * 3).enumerate() {
+        let at = ((y0 + y) * pw as usize + x0) * 3;
+        padded[at..at + row.len()].copy_from_slice(row);
+    }
+    let padded =
+        FirImage::from_vec_u8(pw, ph, padded, PixelType::U8x3).map_err(|e| e.to_string())?;
+    resize_view(&padded, w, h, filter)
+}
+
 /// Resizes packed RGB8 pixels; returns the packed result (borrowed when no resize is needed).
 fn resize(img: &RgbImage, w: u32, h: u32, filter: Filter) -> Result<Cow<'_, [u8]>, String> {
     if img.dimensions() == (w, h) {
         return Ok(Cow::Borrowed(img.as_raw()));
     }
+    resize_view(img, w, h, filter).map(Cow::Owned)
+}
+
+/// Resizes any RGB8 image view to packed `w` × `h` pixels.
+fn resize_view(
+    img: &impl IntoImageView,
+    w: u32,
+    h: u32,
+    filter: Filter,
+) -> Result<Vec<u8>, String> {
     let mut dst = FirImage::new(w, h, PixelType::U8x3);
     let alg = match filter {
         Filter::Bicubic => ResizeAlg::Convolution(FilterType::CatmullRom),
@@ -247,5 +331,5 @@ fn resize(img: &RgbImage, w: u32, h: u32, filter: Filter) -> Result<Cow<'_, [u8]
     Resizer::new()
         .resize(img, &mut dst, &ResizeOptions::new().resize_alg(alg))
         .map_err(|e| e.to_string())?;
-    Ok(Cow::Owned(dst.into_vec()))
+    Ok(dst.into_vec())
 }
