@@ -90,8 +90,10 @@ fn the_q4_decoder_matches_the_reference_on_its_weights() {
 /// rounded to Q8_0 and multiplied in integers, as llama.cpp does. Rounding makes the logits
 /// chaotic: in the reference itself, a 1e-6 relative change to the embeddings moves them by
 /// 0.71 (float32 activations: 2.5e-5), so an f32 forward pass cannot follow its float64 one
-/// to 1e-3. The kernels are checked exactly in `q4_matmul`'s unit tests; here, the same
-/// greedy tokens as the Q8_0 reference and logits within that sensitivity (measured 1.2).
+/// to 1e-3 — nor do two CPUs' runs follow each other (the reference's step 7 is a 0.02 tie,
+/// which AVX-512 machines break the other way). The kernels are checked exactly in
+/// `q4_matmul`'s unit tests; here, logits within that sensitivity (measured 1.2) on the Q8_0
+/// reference's tokens, and its greedy choices where they lead by more than twice that.
 #[test]
 fn int8_activations_follow_the_reference_within_its_sensitivity() {
     let Some(dir) = smollm2() else { return };
@@ -129,13 +131,17 @@ fn float_activations(mut graph: Vec<u8>) -> Vec<u8> {
 }
 
 /// Runs the reference's prompt and greedy tokens through the decoder step by step, comparing
-/// the logits of the top-10 and probe tokens at every step.
+/// the logits of the top-10 and probe tokens at every step, and the greedy choice wherever
+/// the reference's leader is ahead by more than twice `tolerance` (there, logits within
+/// `tolerance` cannot change it; nearer ties may go either way). Each step is fed the
+/// reference's token, so one near-tie does not move every later step off the reference.
 fn check_logits(model: &LanguageModel, r: &Reference, tolerance: f64) {
     assert_eq!(model.chat_tokens(&r.prompt).unwrap(), r.prompt_ids);
     let decoder = model.decoder();
     let mut cache = decoder.cache();
     let mut ids = r.prompt_ids.clone();
     let mut worst = 0f64;
+    let mut decided = 0;
     for (n, step) in r.steps.iter().enumerate() {
         let logits = decoder
             .forward(&mut cache, decoder.embed(&ids).unwrap())
@@ -154,12 +160,18 @@ fn check_logits(model: &LanguageModel, r: &Reference, tolerance: f64) {
                 logits[id]
             );
         }
-        let best = glimpse_tests::argmax(&logits);
-        assert_eq!(best, step.token, "step {n}");
-        ids = vec![best];
+        assert_eq!(
+            step.top_ids[0], step.token as usize,
+            "the reference is greedy"
+        );
+        if step.top_logits[0] - step.top_logits[1] > 2.0 * tolerance {
+            assert_eq!(glimpse_tests::argmax(&logits), step.token, "step {n}");
+            decided += 1;
+        }
+        ids = vec![step.token];
     }
     eprintln!(
-        "largest logit difference over {} steps: {worst:.2e}",
+        "largest logit difference over {} steps: {worst:.2e}; greedy choice checked at {decided}",
         r.steps.len()
     );
     // The prompt, then one token per step but the last (its logits are the final ones).
