@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core;
@@ -69,27 +71,38 @@ pub(crate) struct Graph {
 
 impl GraphFile {
     /// Reads a bundle's graph: refused over its size limit before reading, checked against
-    /// its SHA-256 when the bundle lists one, then decoded.
+    /// its SHA-256 when the bundle lists one, then decoded. The file is streamed into the
+    /// decoder (hashed on the way): only the decoder's buffer and the decoded graph are held.
     pub fn open(spec: &GraphSpec) -> Result<Self> {
         let path = spec.path.as_path();
         let model_err = |reason: String| Error::Model {
             path: path.to_owned(),
             reason,
         };
-        let len = std::fs::metadata(path)
-            .map_err(|e| Error::io(path, e))?
-            .len();
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len > spec.max_bytes {
             return Err(model_err(format!(
                 "the file is {len} bytes, over the {} byte limit (LoadOptions::max_model_bytes)",
                 spec.max_bytes
             )));
         }
-        let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        if let Some(expected) = &spec.sha256 {
-            use sha2::{Digest, Sha256};
-            let actual: String = Sha256::digest(&data)
-                .iter()
+        if len == 0 {
+            return Err(model_err("the file is empty".into()));
+        }
+        let mut reader = Hashing {
+            inner: file,
+            hasher: spec.sha256.as_ref().map(|_| Sha256::new()),
+        };
+        let parsed = contained(|| Self::parse(path, &mut reader), model_err);
+        if let (Some(expected), Some(hasher)) = (&spec.sha256, reader.hasher.take()) {
+            // What the decoder left unread (it stops early on an error) still counts.
+            let mut rest = Hashing {
+                inner: reader.inner,
+                hasher: Some(hasher),
+            };
+            std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| Error::io(path, e))?;
+            let actual: String = (rest.hasher.expect("set above").finalize().iter())
                 .map(|b| format!("{b:02x}"))
                 .collect();
             if !actual.eq_ignore_ascii_case(expected) {
@@ -100,29 +113,16 @@ impl GraphFile {
                 });
             }
         }
-        Self::parse(path, &data)
+        parsed
     }
 
-    /// Decodes an ONNX protobuf; `path` names it in errors.
-    pub fn parse(path: &Path, data: &[u8]) -> Result<Self> {
-        contained(
-            || Self::parse_unguarded(path, data),
-            |reason| Error::Model {
-                path: path.to_owned(),
-                reason,
-            },
-        )
-    }
-
-    fn parse_unguarded(path: &Path, data: &[u8]) -> Result<Self> {
+    /// Decodes an ONNX protobuf read from `data`; `path` names it in errors.
+    fn parse(path: &Path, data: &mut dyn std::io::Read) -> Result<Self> {
         let model_err = |reason: String| Error::Model {
             path: path.to_owned(),
             reason,
         };
-        if data.is_empty() {
-            return Err(model_err("the file is empty".into()));
-        }
-        let mut proto = onnx().proto_model_for_read(&mut &data[..]).map_err(|e| {
+        let mut proto = onnx().proto_model_for_read(data).map_err(|e| {
             model_err(format!(
                 "not an ONNX protobuf (truncated or another format?): {e:#}"
             ))
@@ -167,8 +167,14 @@ impl GraphFile {
     }
 
     pub fn interface_error(&self, reason: String) -> Error {
-        Error::GraphInterface {
-            path: self.path.clone(),
+        self.interface_errors()(reason)
+    }
+
+    /// Interface errors naming this file, for checks made after [`Self::build`] took it.
+    pub fn interface_errors(&self) -> impl Fn(String) -> Error {
+        let path = self.path.clone();
+        move |reason| Error::GraphInterface {
+            path: path.clone(),
             reason,
         }
     }
@@ -182,26 +188,25 @@ impl GraphFile {
     }
 
     /// Optimises the graph for the given input facts, keeping only `outputs` (in that order);
-    /// `half` runs its float math in f16.
+    /// `half` runs its float math in f16. Takes the file: its weights are freed as soon as
+    /// tract has its own copy, before tract optimises (and repacks) them.
     pub fn build(
-        &self,
+        self,
         tower: &'static str,
         facts: &[(String, DatumType, Vec<Dim>)],
         outputs: &[&str],
         half: bool,
     ) -> Result<Graph> {
         crate::cpu::prepare();
+        let path = self.path.clone();
         contained(
             || self.build_unguarded(tower, facts, outputs, half),
-            |reason| Error::Model {
-                path: self.path.clone(),
-                reason,
-            },
+            |reason| Error::Model { path, reason },
         )
     }
 
     fn build_unguarded(
-        &self,
+        self,
         tower: &'static str,
         facts: &[(String, DatumType, Vec<Dim>)],
         outputs: &[&str],
@@ -214,6 +219,7 @@ impl GraphFile {
         };
         let dir = path.parent().and_then(|d| d.to_str());
         let mut model = onnx().parse(&self.proto, dir).map_err(fail)?.model;
+        drop(self.proto);
         for (ix, outlet) in model
             .input_outlets()
             .map_err(fail)?
@@ -288,6 +294,22 @@ fn contained<T>(f: impl FnOnce() -> Result<T>, err: impl FnOnce(String) -> Error
             "tract failed on this graph (internal panic: {msg})"
         )))
     })
+}
+
+/// A reader that feeds what it reads to a SHA-256 hasher, if it has one.
+struct Hashing<R> {
+    inner: R,
+    hasher: Option<Sha256>,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 impl Graph {

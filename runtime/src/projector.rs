@@ -65,6 +65,7 @@ impl Projector {
             }
         };
         let dims = vec![Dim::Fixed(1), Dim::Fixed(patches), Dim::Fixed(width)];
+        let interface_error = file.interface_errors();
         let graph = file
             .build(
                 "projector",
@@ -76,7 +77,7 @@ impl Projector {
         let output = match graph.output_shape(0).as_deref() {
             Some(&[1, tokens, hidden]) => (tokens, hidden),
             other => {
-                return Err(file.interface_error(format!(
+                return Err(interface_error(format!(
                     "output `{OUTPUT}` must be [1, tokens, hidden], it is {other:?}"
                 )))
             }

@@ -75,14 +75,18 @@ impl TextTower {
                 .collect()
         };
         // HF's end-token pooling indexes `arange(batch) * sequence`, which tract cannot
-        // simplify with both symbolic: such graphs run one text at a time.
+        // simplify with both symbolic: such graphs run one text at a time (the file is read
+        // again: building takes it).
         let (graph, batch) =
             match file.build("text", &facts(Dim::Symbol("batch")), &[&spec.output], half) {
                 Ok(g) => (g, MAX_BATCH),
-                Err(_) if fixed_len.is_none() => (
-                    file.build("text", &facts(Dim::Fixed(1)), &[&spec.output], half)?,
-                    1,
-                ),
+                Err(_) if fixed_len.is_none() => {
+                    let file = GraphFile::open(spec)?;
+                    (
+                        file.build("text", &facts(Dim::Fixed(1)), &[&spec.output], half)?,
+                        1,
+                    )
+                }
                 Err(e) => return Err(e),
             };
         let graph = graph.with_pool(pool.clone());

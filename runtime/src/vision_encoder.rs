@@ -46,6 +46,7 @@ impl VisionEncoder {
         file.input("pixel_values")?;
         file.require_output("image_features")?;
         let (w, h) = preprocess.output_size();
+        let interface_error = file.interface_errors();
         let dims = vec![
             Dim::Fixed(1),
             Dim::Fixed(3),
@@ -63,7 +64,7 @@ impl VisionEncoder {
         let output = match graph.output_shape(0).as_deref() {
             Some(&[1, patches, width]) => (patches, width),
             other => {
-                return Err(file.interface_error(format!(
+                return Err(interface_error(format!(
                     "output `image_features` must be [1, patches, width], it is {other:?}"
                 )))
             }
