@@ -95,14 +95,12 @@ impl GraphFile {
             hasher: spec.sha256.as_ref().map(|_| Sha256::new()),
         };
         let parsed = contained(|| Self::parse(path, &mut reader), model_err);
-        if let (Some(expected), Some(hasher)) = (&spec.sha256, reader.hasher.take()) {
+        if reader.hasher.is_some() {
             // What the decoder left unread (it stops early on an error) still counts.
-            let mut rest = Hashing {
-                inner: reader.inner,
-                hasher: Some(hasher),
-            };
-            std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| Error::io(path, e))?;
-            let actual: String = (rest.hasher.expect("set above").finalize().iter())
+            std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| Error::io(path, e))?;
+        }
+        if let (Some(expected), Some(hasher)) = (&spec.sha256, reader.hasher) {
+            let actual: String = (hasher.finalize().iter())
                 .map(|b| format!("{b:02x}"))
                 .collect();
             if !actual.eq_ignore_ascii_case(expected) {
