@@ -197,7 +197,7 @@ impl PreprocessConfig {
     /// [`crate::decode::decode_scaled`].
     pub fn needed_size(&self, w: u32, h: u32) -> (u32, u32) {
         if self.pad_square {
-            // The longer side becomes the square's.
+            // The longer side becomes the square's, which resizes as any square does.
             let (rw, rh) = self.resized_size(1, 1);
             return if w >= h {
                 (rw.max(rh), 0)
@@ -227,18 +227,18 @@ impl PreprocessConfig {
     /// Preprocesses one RGB image, appending its CHW tensor (3 × H × W values) to `out`.
     pub fn run(&self, img: &RgbImage, out: &mut Vec<f32>) -> Result<(), String> {
         let (w, h) = img.dimensions();
-        let (rw, rh, resized) = if self.pad_square && w != h {
-            let side = w.max(h);
-            let (rw, rh) = self.resized_size(side, side);
-            let mean = self.mean.map(|m| (m * 255.0) as u8);
-            (
-                rw,
-                rh,
-                Cow::Owned(pad_and_resize(img, rw, rh, self.filter, mean)?),
-            )
-        } else {
-            let (rw, rh) = self.resized_size(w, h);
-            (rw, rh, resize(img, rw, rh, self.filter)?)
+        let pad = self.pad_square && w != h;
+        let side = w.max(h);
+        let (rw, rh) = match pad {
+            true => self.resized_size(side, side),
+            false => self.resized_size(w, h),
+        };
+        let resized = match pad {
+            true => {
+                let mean = self.mean.map(|m| (m * 255.0) as u8);
+                Cow::Owned(pad_and_resize(img, rw, rh, self.filter, mean)?)
+            }
+            false => resize(img, rw, rh, self.filter)?,
         };
         let (cw, ch) = self
             .crop
