@@ -7,9 +7,10 @@
 //! rows and never widened in memory. Two arithmetics, as the ONNX node's `accuracy_level`
 //! asks: f32 activations, or (level 4) activations rounded to Q8_0 and each block multiplied
 //! in integers, as llama.cpp computes Q4_0 — a third of the instructions per block, which is
-//! what one token of decode is bound by (BENCHMARKS.md). AVX2+FMA intrinsics where the CPU
-//! has them (checked at run time); elsewhere lane-by-lane loops for the compiler to vectorise
-//! (NEON is aarch64's baseline). Weight rows are split over the graph's thread pool.
+//! what one token of decode is bound by (BENCHMARKS.md). Kernels are picked at run time:
+//! AVX-512 VNNI for Q8_0 activations ([`avx512`]), AVX2+FMA ([`avx2`]), elsewhere
+//! lane-by-lane loops for the compiler to vectorise (NEON is aarch64's baseline). Weight
+//! rows are split over the graph's thread pool.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -63,6 +64,14 @@ impl Q4Weight {
         ensure!(x.len() == m * self.k && y.len() == m * self.n);
         if q8 {
             let blocks = Q8Blocks::quantize(x);
+            #[cfg(target_arch = "x86_64")]
+            if avx512::available() {
+                let groups = avx512::Q8Groups::new(&blocks, m, self.k);
+                let rows: Vec<_> = (0..m).map(|i| groups.row(i)).collect();
+                return self.split(m, y, |first, out| {
+                    rows_with::<avx512::Vnni>(self, first, &rows, out)
+                });
+            }
             let rows: Vec<Q8Row> = (0..m).map(|i| blocks.row(i, self.k)).collect();
             self.split(m, y, |first, out| self.rows_q8(first, &rows, out))
         } else {
@@ -229,167 +238,9 @@ impl Dot for PortableQ8 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{Dot, Q8Row, BLOCK};
-    use std::arch::x86_64::*;
-
-    /// Whether the CPU has AVX2 and FMA: the kernels below are only picked then.
-    pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-
-    /// f32 activations.
-    pub(super) struct Avx2;
-
-    impl Dot for Avx2 {
-        type Row<'a> = &'a [f32];
-        #[inline(always)]
-        fn dot<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [&[f32]; R]) -> [f32; R] {
-            // SAFETY: `Q4Weight::rows_f32` picks `Avx2` after `available()`.
-            unsafe { dot_rows(codes, scales, xs) }
-        }
-    }
-
-    /// [`super::Portable`] in AVX2: a block's codes, less 8, are widened to f32 once,
-    /// multiplied into each activation row, and the row's sum scaled by the block's scale.
-    #[target_feature(enable = "avx2,fma")]
-    fn dot_rows<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [&[f32]; R]) -> [f32; R] {
-        let zero = [[_mm256_setzero_ps(); R]; 2];
-        row_sums(even_odd(
-            codes.len(),
-            zero,
-            #[inline(always)]
-            |b, acc| block(&codes[b], scales[b], b, xs, acc),
-        ))
-    }
-
-    /// Runs `block(b, acc)` over blocks `0..n`, even blocks into one set of accumulators and
-    /// odd blocks into the other: two independent chains of additions.
-    #[inline(always)]
-    fn even_odd<const R: usize>(
-        n: usize,
-        mut acc: [[__m256; R]; 2],
-        mut block: impl FnMut(usize, &mut [__m256; R]),
-    ) -> [[__m256; R]; 2] {
-        for b in (0..n / 2 * 2).step_by(2) {
-            block(b, &mut acc[0]);
-            block(b + 1, &mut acc[1]);
-        }
-        if n % 2 == 1 {
-            block(n - 1, &mut acc[0]);
-        }
-        acc
-    }
-
-    /// Each row's total from [`even_odd`]'s two sets of accumulators.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn row_sums<const R: usize>([even, odd]: [[__m256; R]; 2]) -> [f32; R] {
-        std::array::from_fn(|r| hsum(_mm256_add_ps(even[r], odd[r])))
-    }
-
-    /// Block `b` (codes `q`, scale `d`) into each row's accumulator.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn block<const R: usize>(
-        q: &[u8; 16],
-        d: f32,
-        b: usize,
-        xs: [&[f32]; R],
-        acc: &mut [__m256; R],
-    ) {
-        let low = _mm_set1_epi8(0x0f);
-        let eight = _mm_set1_epi8(8);
-        // SAFETY: a 16-byte unaligned load from a [u8; 16].
-        let q = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
-        let lo = _mm_sub_epi8(_mm_and_si128(q, low), eight);
-        let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16::<4>(q), low), eight);
-        let c = [
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)),
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(lo))),
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)),
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(hi))),
-        ];
-        let d = _mm256_set1_ps(d);
-        for (acc, x) in acc.iter_mut().zip(xs) {
-            let x = &x[b * BLOCK..b * BLOCK + BLOCK];
-            // SAFETY: four 8-float unaligned loads inside a 32-float slice.
-            let x = unsafe { [0, 8, 16, 24].map(|o| _mm256_loadu_ps(x.as_ptr().add(o))) };
-            let s01 = _mm256_fmadd_ps(c[1], x[1], _mm256_mul_ps(c[0], x[0]));
-            let s23 = _mm256_fmadd_ps(c[3], x[3], _mm256_mul_ps(c[2], x[2]));
-            *acc = _mm256_fmadd_ps(d, _mm256_add_ps(s01, s23), *acc);
-        }
-    }
-
-    /// Q8_0 activations.
-    pub(super) struct Avx2Q8;
-
-    impl Dot for Avx2Q8 {
-        type Row<'a> = Q8Row<'a>;
-        #[inline(always)]
-        fn dot<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [Q8Row; R]) -> [f32; R] {
-            // SAFETY: `Q4Weight::rows_q8` picks `Avx2Q8` after `available()`.
-            unsafe { dot_rows_q8(codes, scales, xs) }
-        }
-    }
-
-    /// A block's 32 codes less 8, as bytes in element order.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn unpack(q: &[u8; 16]) -> __m256i {
-        let low = _mm_set1_epi8(0x0f);
-        // SAFETY: a 16-byte unaligned load from a [u8; 16].
-        let q = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
-        let lo = _mm_and_si128(q, low);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), low);
-        _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
-    }
-
-    /// [`super::PortableQ8`] in AVX2: a block's codes, less 8, are unpacked to 32 bytes once;
-    /// for each row, byte products summed in pairs (`maddubs`, which takes one unsigned side:
-    /// the codes' magnitudes, the activations carrying both signs), then in fours, widened to
-    /// f32 and scaled by the two blocks' scales.
-    #[target_feature(enable = "avx2,fma")]
-    fn dot_rows_q8<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [Q8Row; R]) -> [f32; R] {
-        let zero = [[_mm256_setzero_ps(); R]; 2];
-        row_sums(even_odd(
-            codes.len(),
-            zero,
-            #[inline(always)]
-            |b, acc| block_q8(&codes[b], scales[b], b, &xs, acc),
-        ))
-    }
-
-    /// Block `b` (codes `q`, scale `d`) into each row's accumulator.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn block_q8<const R: usize>(
-        q: &[u8; 16],
-        d: f32,
-        b: usize,
-        xs: &[Q8Row; R],
-        acc: &mut [__m256; R],
-    ) {
-        let w = unpack(q);
-        let magnitude = _mm256_sign_epi8(w, w);
-        for (acc, x) in acc.iter_mut().zip(xs) {
-            // SAFETY: a 32-byte unaligned load from an [i8; 32].
-            let qx = unsafe { _mm256_loadu_si256(x.codes[b].as_ptr().cast()) };
-            let pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(qx, w));
-            let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
-            *acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.scales[b]), sum, *acc);
-        }
-    }
-
-    /// The sum of the eight lanes.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn hsum(v: __m256) -> f32 {
-        let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-        _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)))
-    }
-}
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// `a · b + c`, fused where the target has FMA as a baseline (aarch64); plain elsewhere,
 /// where `mul_add` would be a library call.
@@ -500,11 +351,11 @@ mod tests {
     use super::*;
 
     /// Against the plain definition, in f64, for shapes that take every path: one row,
-    /// four rows and a remainder; f32 and Q8_0 activations; the CPU's kernel and the
-    /// portable one (which aarch64 runs).
+    /// four rows and a remainder; rows of whole groups of four blocks and of one to three
+    /// blocks more; f32 and Q8_0 activations; every kernel this CPU can run, and the
+    /// portable ones (which aarch64 runs).
     #[test]
     fn matches_dequantized_product() {
-        let (n, k) = (37, 96);
         let mut seed = 7u64;
         let mut next = || {
             seed = seed
@@ -512,50 +363,99 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (seed >> 33) as u32
         };
-        let codes: Vec<u8> = (0..n * k).map(|_| (next() % 16) as u8).collect();
-        let scales: Vec<f32> = (0..n * k / 32)
-            .map(|_| (next() % 1000) as f32 / 4096.0)
-            .collect();
-        let w = Q4Weight::new(n, k, &codes, &scales).unwrap();
-        let weight = |r: usize, c: usize| {
-            (codes[r * k + c] as f64 - 8.0) * scales[r * k / 32 + c / 32] as f64
-        };
-        for m in [1, 4, 7] {
-            let x: Vec<f32> = (0..m * k)
-                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+        for (n, k) in [(37, 96), (5, 128), (9, 288), (3, 416)] {
+            let codes: Vec<u8> = (0..n * k).map(|_| (next() % 16) as u8).collect();
+            let scales: Vec<f32> = (0..n * k / 32)
+                .map(|_| (next() % 1000) as f32 / 4096.0)
                 .collect();
-            let q8 = Q8Blocks::quantize(&x);
-            let rows: Vec<Q8Row> = (0..m).map(|i| q8.row(i, k)).collect();
-            let f32_rows: Vec<&[f32]> = x.chunks_exact(k).collect();
-            // What the Q8 product multiplies: each activation as its code times its scale.
-            let rounded: Vec<f32> = (0..m * k)
-                .map(|i| q8.codes[i / 32][i % 32] as f32 * q8.scales[i / 32])
-                .collect();
-            for (activations, reference) in [(false, &x), (true, &rounded)] {
-                let mut y = vec![0f32; m * n];
-                w.matmul(&x, m, &mut y, activations).unwrap();
-                let mut portable = vec![0f32; n * m]; // `[n, m]`
-                match activations {
-                    false => rows_with::<Portable>(&w, 0, &f32_rows, &mut portable),
-                    true => rows_with::<PortableQ8>(&w, 0, &rows, &mut portable),
-                }
-                for i in 0..m {
-                    for r in 0..n {
-                        let want: f64 = (0..k)
-                            .map(|c| weight(r, c) * reference[i * k + c] as f64)
-                            .sum();
-                        for (kernel, got) in
-                            [("cpu", y[i * n + r]), ("portable", portable[r * m + i])]
-                        {
-                            assert!(
-                                (got as f64 - want).abs() < 1e-5,
-                                "{kernel}, q8 {activations}, m {m} [{i}, {r}]: {got} vs {want}"
-                            );
+            let w = Q4Weight::new(n, k, &codes, &scales).unwrap();
+            let weight = |r: usize, c: usize| {
+                (codes[r * k + c] as f64 - 8.0) * scales[r * k / 32 + c / 32] as f64
+            };
+            for m in [1, 4, 7] {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                    .collect();
+                let q8 = Q8Blocks::quantize(&x);
+                // What the Q8 product multiplies: each activation as its code times its scale.
+                let rounded: Vec<f32> = (0..m * k)
+                    .map(|i| q8.codes[i / 32][i % 32] as f32 * q8.scales[i / 32])
+                    .collect();
+                for (activations, reference) in [(false, &x), (true, &rounded)] {
+                    let mut y = vec![0f32; m * n];
+                    w.matmul(&x, m, &mut y, activations).unwrap();
+                    let mut results = vec![("cpu", y)];
+                    for (kernel, t) in kernels(&w, &x, m, activations) {
+                        // `[n, m]` to `[m, n]`.
+                        let y = (0..m * n).map(|j| t[(j % n) * m + j / n]).collect();
+                        results.push((kernel, y));
+                    }
+                    for (kernel, y) in &results {
+                        for i in 0..m {
+                            for r in 0..n {
+                                let want: f64 = (0..k)
+                                    .map(|c| weight(r, c) * reference[i * k + c] as f64)
+                                    .sum();
+                                let got = y[i * n + r];
+                                assert!(
+                                    (got as f64 - want).abs() < 1e-5,
+                                    "{kernel}, q8 {activations}, [{n}, {k}], m {m} \
+                                     [{i}, {r}]: {got} vs {want}"
+                                );
+                            }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Each kernel's `[n, m]` product that this CPU can run.
+    fn kernels(w: &Q4Weight, x: &[f32], m: usize, q8: bool) -> Vec<(&'static str, Vec<f32>)> {
+        let blocks = Q8Blocks::quantize(x);
+        let q8_rows: Vec<Q8Row> = (0..m).map(|i| blocks.row(i, w.k)).collect();
+        let f32_rows: Vec<&[f32]> = x.chunks_exact(w.k).collect();
+        let run = |kernel: &dyn Fn(&mut [f32])| {
+            let mut t = vec![0f32; w.n * m];
+            kernel(&mut t);
+            t
+        };
+        let mut out = vec![];
+        if !q8 {
+            out.push((
+                "portable",
+                run(&|t| rows_with::<Portable>(w, 0, &f32_rows, t)),
+            ));
+        } else {
+            out.push((
+                "portable",
+                run(&|t| rows_with::<PortableQ8>(w, 0, &q8_rows, t)),
+            ));
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx2::available() && !q8 {
+                out.push((
+                    "avx2",
+                    run(&|t| rows_with::<avx2::Avx2>(w, 0, &f32_rows, t)),
+                ));
+            }
+            if avx2::available() && q8 {
+                out.push((
+                    "avx2",
+                    run(&|t| rows_with::<avx2::Avx2Q8>(w, 0, &q8_rows, t)),
+                ));
+            }
+            if avx512::available() && q8 {
+                let groups = avx512::Q8Groups::new(&blocks, m, w.k);
+                let rows: Vec<_> = (0..m).map(|i| groups.row(i)).collect();
+                out.push((
+                    "avx512",
+                    run(&|t| rows_with::<avx512::Vnni>(w, 0, &rows, t)),
+                ));
+            }
+        }
+        out
     }
 
     /// Q8_0 rounding: within half a step of the input, the block's largest magnitude at 127,
