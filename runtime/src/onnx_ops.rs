@@ -381,14 +381,12 @@ impl Expansion for MatMulQ4 {
                 .clone()
                 .with_context(|| format!("{prefix}: MatMulNBits {what} must be a constant"))
         };
-        let packed = konst(1, "weight")?;
-        let packed = packed.try_as_plain_ram()?;
-        let packed: &[u8] = packed.as_slice()?;
-        let scales = konst(2, "scales")?.cast_to::<f32>()?.into_owned();
-        let scales = scales.try_as_plain_ram()?;
-        // Two codes a byte, the even element in the low nibble.
-        let codes: Vec<u8> = packed.iter().flat_map(|b| [b & 15, b >> 4]).collect();
-        let weight = Q4Weight::new(self.n, self.k, &codes, scales.as_slice()?)
+        let scales = konst(2, "scales")?;
+        let scales = match scales.datum_type() == f32::datum_type() {
+            true => scales,
+            false => Arc::new(scales.cast_to::<f32>()?.into_owned()),
+        };
+        let weight = Q4Weight::new(self.n, self.k, konst(1, "weight")?, scales)
             .with_context(|| format!("{prefix}: MatMulNBits"))?;
         let dt = model.outlet_fact(inputs[0])?.datum_type;
         let x = model.wire_node(

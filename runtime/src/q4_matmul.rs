@@ -20,39 +20,68 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 /// Codes in a block.
 pub(crate) const BLOCK: usize = 32;
 
-/// A `[n, k]` weight in Q4_0 blocks. Block `b` of row `r` is `codes[r * k / 32 + b]`: byte
-/// `j` holds element `j` in its low nibble and element `j + 16` in its high one.
+/// A `[n, k]` weight in Q4_0 blocks, as ONNX's `MatMulNBits` stores them: block `b` of row
+/// `r` is bytes `16 (r k / 32 + b)..` of `packed`, byte `j` holding element `2j` in its low
+/// nibble and `2j + 1` in its high one; one f32 scale a block. Both tensors are the graph's
+/// own constants, shared rather than copied, so a model's weights are in memory once.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Q4Weight {
     n: usize,
     k: usize,
-    codes: Vec<[u8; 16]>,
-    scales: Vec<f32>,
+    packed: Arc<Tensor>,
+    scales: Arc<Tensor>,
+}
+
+/// A [`Q4Weight`]'s blocks and scales, `per_row` blocks a row.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    codes: &'a [[u8; 16]],
+    scales: &'a [f32],
+    per_row: usize,
 }
 
 impl Q4Weight {
-    /// From codes `0..16`, row-major `[n, k]`, and one scale per block of 32 along `k`.
-    pub(crate) fn new(n: usize, k: usize, codes: &[u8], scales: &[f32]) -> TractResult<Self> {
+    /// From `MatMulNBits`' packed `u8` weight (`n · k / 2` bytes, any shape) and its `f32`
+    /// scales (`n · k / 32`).
+    pub(crate) fn new(
+        n: usize,
+        k: usize,
+        packed: Arc<Tensor>,
+        scales: Arc<Tensor>,
+    ) -> TractResult<Self> {
         ensure!(
             k.is_multiple_of(BLOCK),
             "Q4 weight: k = {k} is not a multiple of {BLOCK}"
         );
         ensure!(
-            codes.len() == n * k && scales.len() == n * k / BLOCK,
-            "Q4 weight [{n}, {k}]: {} codes and {} scales",
-            codes.len(),
+            packed.datum_type() == u8::datum_type() && scales.datum_type() == f32::datum_type(),
+            "Q4 weight: {:?} codes and {:?} scales, want u8 and f32",
+            packed.datum_type(),
+            scales.datum_type()
+        );
+        ensure!(
+            packed.len() == n * k / 2 && scales.len() == n * k / BLOCK,
+            "Q4 weight [{n}, {k}]: {} bytes of codes and {} scales",
+            packed.len(),
             scales.len()
         );
-        ensure!(codes.iter().all(|&c| c < 16), "Q4 weight: a code above 15");
-        let blocks = codes
-            .chunks_exact(BLOCK)
-            .map(|c| std::array::from_fn(|j| c[j] | (c[j + 16] << 4)))
-            .collect();
-        Ok(Q4Weight {
+        let weight = Q4Weight {
             n,
             k,
-            codes: blocks,
-            scales: scales.to_vec(),
+            packed,
+            scales,
+        };
+        weight.rows()?;
+        Ok(weight)
+    }
+
+    /// The blocks and scales, borrowed from the tensors.
+    fn rows(&self) -> TractResult<Rows<'_>> {
+        let packed: &[u8] = self.packed.try_as_plain_ram()?.as_slice()?;
+        Ok(Rows {
+            codes: packed.as_chunks().0,
+            scales: self.scales.try_as_plain_ram()?.as_slice()?,
+            per_row: self.k / BLOCK,
         })
     }
 
@@ -62,6 +91,7 @@ impl Q4Weight {
     /// `MatMulNBits accuracy_level = 4`, and what llama.cpp does for Q4_0.
     pub(crate) fn matmul(&self, x: &[f32], m: usize, y: &mut [f32], q8: bool) -> TractResult<()> {
         ensure!(x.len() == m * self.k && y.len() == m * self.n);
+        let w = self.rows()?;
         if q8 {
             let blocks = Q8Blocks::quantize(x);
             #[cfg(target_arch = "x86_64")]
@@ -69,14 +99,15 @@ impl Q4Weight {
                 let groups = avx512::Q8Groups::new(&blocks, m, self.k);
                 let rows: Vec<_> = (0..m).map(|i| groups.row(i)).collect();
                 return self.split(m, y, |first, out| {
-                    rows_with::<avx512::Vnni>(self, first, &rows, out)
+                    rows_with::<avx512::Vnni>(w, first, &rows, out)
                 });
             }
             let rows: Vec<Q8Row> = (0..m).map(|i| blocks.row(i, self.k)).collect();
-            self.split(m, y, |first, out| self.rows_q8(first, &rows, out))
+            self.split(m, y, |first, out| w.rows_q8(first, &rows, out))
         } else {
+            let x = nibble_ordered(x);
             let rows: Vec<&[f32]> = x.chunks_exact(self.k).collect();
-            self.split(m, y, |first, out| self.rows_f32(first, &rows, out))
+            self.split(m, y, |first, out| w.rows_f32(first, &rows, out))
         }
     }
 
@@ -107,8 +138,10 @@ impl Q4Weight {
         }
         Ok(())
     }
+}
 
-    fn rows_f32(&self, first: usize, x: &[&[f32]], out: &mut [f32]) {
+impl Rows<'_> {
+    fn rows_f32(self, first: usize, x: &[&[f32]], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if avx2::available() {
             return rows_with::<avx2::Avx2>(self, first, x, out);
@@ -116,7 +149,7 @@ impl Q4Weight {
         rows_with::<Portable>(self, first, x, out)
     }
 
-    fn rows_q8(&self, first: usize, x: &[Q8Row], out: &mut [f32]) {
+    fn rows_q8(self, first: usize, x: &[Q8Row], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if avx2::available() {
             return rows_with::<avx2::Avx2Q8>(self, first, x, out);
@@ -125,7 +158,25 @@ impl Q4Weight {
     }
 }
 
-/// Activation rows in llama.cpp's Q8_0: blocks of 32 `i8` and one `f32` scale a block.
+/// Where element `j` of a block in the weight's nibble order comes from: the block's even
+/// elements (the weight bytes' low nibbles), then its odd ones (the high nibbles).
+fn nibble(j: usize) -> usize {
+    if j < 16 {
+        2 * j
+    } else {
+        2 * j - 31
+    }
+}
+
+/// `x`'s blocks of 32 in nibble order ([`nibble`]).
+fn nibble_ordered(x: &[f32]) -> Vec<f32> {
+    x.chunks_exact(BLOCK)
+        .flat_map(|b| (0..BLOCK).map(|j| b[nibble(j)]))
+        .collect()
+}
+
+/// Activation rows in llama.cpp's Q8_0: blocks of 32 `i8` (in nibble order: [`nibble`]) and
+/// one `f32` scale a block.
 struct Q8Blocks {
     codes: Vec<[i8; BLOCK]>,
     scales: Vec<f32>,
@@ -147,7 +198,10 @@ impl Q8Blocks {
             .map(|b| {
                 let d = b.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
                 let inv = if d == 0.0 { 0.0 } else { 1.0 / d };
-                (std::array::from_fn(|j| (b[j] * inv).round() as i8), d)
+                (
+                    std::array::from_fn(|j| (b[nibble(j)] * inv).round() as i8),
+                    d,
+                )
             })
             .unzip();
         Q8Blocks { codes, scales }
@@ -170,9 +224,9 @@ trait Dot {
 
 /// Activation rows four at a time (the rest one by one), against every weight row of
 /// `out` (`[rows, m]`): the four rows stay in L1 while the weight streams past them.
-fn rows_with<'a, D: Dot>(w: &Q4Weight, first: usize, x: &[D::Row<'a>], out: &mut [f32]) {
+fn rows_with<'a, D: Dot>(w: Rows, first: usize, x: &[D::Row<'a>], out: &mut [f32]) {
     let m = x.len();
-    let per_row = w.k / BLOCK;
+    let per_row = w.per_row;
     let weight_row = |r: usize| {
         let span = (first + r) * per_row..(first + r + 1) * per_row;
         (&w.codes[span.clone()], &w.scales[span])
@@ -368,7 +422,7 @@ mod tests {
             let scales: Vec<f32> = (0..n * k / 32)
                 .map(|_| (next() % 1000) as f32 / 4096.0)
                 .collect();
-            let w = Q4Weight::new(n, k, &codes, &scales).unwrap();
+            let w = weight_of(n, k, &codes, &scales);
             let weight = |r: usize, c: usize| {
                 (codes[r * k + c] as f64 - 8.0) * scales[r * k / 32 + c / 32] as f64
             };
@@ -379,13 +433,13 @@ mod tests {
                 let q8 = Q8Blocks::quantize(&x);
                 // What the Q8 product multiplies: each activation as its code times its scale.
                 let rounded: Vec<f32> = (0..m * k)
-                    .map(|i| q8.codes[i / 32][i % 32] as f32 * q8.scales[i / 32])
+                    .map(|i| q8.codes[i / 32][position(i % 32)] as f32 * q8.scales[i / 32])
                     .collect();
                 for (activations, reference) in [(false, &x), (true, &rounded)] {
                     let mut y = vec![0f32; m * n];
                     w.matmul(&x, m, &mut y, activations).unwrap();
                     let mut results = vec![("cpu", y)];
-                    for (kernel, t) in kernels(&w, &x, m, activations) {
+                    for (kernel, t) in kernels(w.rows().unwrap(), &x, m, activations) {
                         // `[n, m]` to `[m, n]`.
                         let y = (0..m * n).map(|j| t[(j % n) * m + j / n]).collect();
                         results.push((kernel, y));
@@ -411,12 +465,14 @@ mod tests {
     }
 
     /// Each kernel's `[n, m]` product that this CPU can run.
-    fn kernels(w: &Q4Weight, x: &[f32], m: usize, q8: bool) -> Vec<(&'static str, Vec<f32>)> {
+    fn kernels(w: Rows, x: &[f32], m: usize, q8: bool) -> Vec<(&'static str, Vec<f32>)> {
+        let (k, n) = (w.per_row * BLOCK, w.scales.len() / w.per_row);
         let blocks = Q8Blocks::quantize(x);
-        let q8_rows: Vec<Q8Row> = (0..m).map(|i| blocks.row(i, w.k)).collect();
-        let f32_rows: Vec<&[f32]> = x.chunks_exact(w.k).collect();
+        let q8_rows: Vec<Q8Row> = (0..m).map(|i| blocks.row(i, k)).collect();
+        let x = nibble_ordered(x);
+        let f32_rows: Vec<&[f32]> = x.chunks_exact(k).collect();
         let run = |kernel: &dyn Fn(&mut [f32])| {
-            let mut t = vec![0f32; w.n * m];
+            let mut t = vec![0f32; n * m];
             kernel(&mut t);
             t
         };
@@ -447,7 +503,7 @@ mod tests {
                 ));
             }
             if avx512::available() && q8 {
-                let groups = avx512::Q8Groups::new(&blocks, m, w.k);
+                let groups = avx512::Q8Groups::new(&blocks, m, k);
                 let rows: Vec<_> = (0..m).map(|i| groups.row(i)).collect();
                 out.push((
                     "avx512",
@@ -456,6 +512,19 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A weight from codes `0..16`, row-major `[n, k]`, packed as `MatMulNBits` packs them.
+    fn weight_of(n: usize, k: usize, codes: &[u8], scales: &[f32]) -> Q4Weight {
+        let packed: Vec<u8> = codes.chunks_exact(2).map(|c| c[0] | (c[1] << 4)).collect();
+        let packed = tensor1(&packed).into_shape(&[n, k / 32, 16]).unwrap();
+        let scales = tensor1(scales).into_shape(&[n, k / 32]).unwrap();
+        Q4Weight::new(n, k, Arc::new(packed), Arc::new(scales)).unwrap()
+    }
+
+    /// Where element `e` of a block lands in nibble order: the inverse of [`nibble`].
+    fn position(e: usize) -> usize {
+        e / 2 + e % 2 * 16
     }
 
     /// Q8_0 rounding: within half a step of the input, the block's largest magnitude at 127,
@@ -469,7 +538,8 @@ mod tests {
         assert!(q.codes[1].iter().all(|&c| c == 0));
         let d = q.scales[0];
         assert!(q.codes[0].iter().any(|&c| c.unsigned_abs() == 127));
-        for (v, &c) in x[..32].iter().zip(&q.codes[0]) {
+        for (e, v) in x[..32].iter().enumerate() {
+            let c = q.codes[0][position(e)];
             assert!(
                 (v - c as f32 * d).abs() <= d / 2.0 * 1.0001,
                 "{v} vs {c} · {d}"
@@ -479,7 +549,15 @@ mod tests {
 
     #[test]
     fn refuses_a_ragged_weight() {
-        assert!(Q4Weight::new(2, 40, &[0; 80], &[1.0; 2]).is_err());
-        assert!(Q4Weight::new(2, 32, &[16; 64], &[1.0; 2]).is_err());
+        let weight = |k: usize, codes: usize, scales: usize| {
+            let packed = Arc::new(tensor1(&vec![0u8; codes]));
+            Q4Weight::new(2, k, packed, Arc::new(tensor1(&vec![1f32; scales])))
+        };
+        assert!(weight(32, 32, 2).is_ok());
+        assert!(weight(40, 40, 2).is_err());
+        assert!(weight(32, 30, 2).is_err());
+        assert!(weight(32, 32, 3).is_err());
+        let f64_scales = Arc::new(tensor1(&[1f64; 2]));
+        assert!(Q4Weight::new(2, 32, Arc::new(tensor1(&[0u8; 32])), f64_scales).is_err());
     }
 }

@@ -97,7 +97,7 @@ impl Dot for Avx2Q8 {
     }
 }
 
-/// A block's 32 codes less 8, as bytes in element order.
+/// A block's 32 codes less 8, as bytes in nibble order (low nibbles, then high).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 fn unpack(q: &[u8; 16]) -> __m256i {

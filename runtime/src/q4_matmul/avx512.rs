@@ -23,9 +23,9 @@ pub(super) fn available() -> bool {
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 pub(super) struct Group {
-    /// Elements `0..16` of each block.
+    /// Each block's even elements (the weight's low nibbles).
     lo: [i8; 64],
-    /// Elements `16..32` of each block.
+    /// Each block's odd elements (the high nibbles).
     hi: [i8; 64],
     /// Minus 8 times the sum of the eight activations lane `l` multiplies: the weight
     /// codes are `w + 8`.
