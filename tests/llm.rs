@@ -78,6 +78,9 @@ fn the_q4_decoder_matches_the_reference_on_its_weights() {
         float_activations(graph),
     )
     .unwrap();
+    // Its weights, which the converter writes beside it (ONNX external data).
+    let data = format!("onnx/{Q4_DECODER}_data");
+    std::fs::copy(dir.join(&data), tmp.path().join(&data)).unwrap();
     let model = LanguageModel::load(tmp.path()).unwrap();
     check_logits(
         &model,

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use glimpse::Projector;
+use glimpse::{LoadOptions, Projector};
 use glimpse_tests::{fixtures, read_npy_f32, relative_error};
 
 /// ‖glimpse − torch‖ / ‖torch‖ allowed.
@@ -67,4 +67,87 @@ fn features_of_the_wrong_size_are_an_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("image_features"), "{err}");
+}
+
+fn project(path: &Path, opts: LoadOptions) -> glimpse::Result<Vec<f32>> {
+    let input = read_npy_f32(&fixtures().join("projectors/input.npy"));
+    let out = Projector::load_with(path, opts)?.project(&input)?;
+    Ok(out
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect())
+}
+
+/// A graph whose weights are in an external data file (ONNX's `data_location`, as exporters
+/// write graphs past 2 GB; `tools/external_data.py`) computes exactly what the same graph
+/// with its weights inside does, which matches PyTorch; linked into another directory, its
+/// data is found beside the file the link points to.
+#[test]
+fn weights_in_external_data_load() {
+    let external = fixtures().join("projectors/external/ldp.onnx");
+    assert!(
+        std::fs::metadata(external.with_extension("onnx_data"))
+            .unwrap()
+            .len()
+            > 40_000
+    );
+    assert!(std::fs::metadata(&external).unwrap().len() < 20_000);
+    let inside = project(
+        &fixtures().join("projectors/ldp.onnx"),
+        LoadOptions::default(),
+    );
+    let want = read_npy_f32(&fixtures().join("projectors/ldp_output.npy"));
+    let got = project(&external, LoadOptions::default()).unwrap();
+    assert_eq!(got, inside.unwrap());
+    assert!(relative_error(&got, &want) <= RELATIVE_ERROR);
+    let tmp = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(external.canonicalize().unwrap(), tmp.path().join("p.onnx"))
+        .unwrap();
+    assert_eq!(
+        project(&tmp.path().join("p.onnx"), LoadOptions::default()).unwrap(),
+        got
+    );
+}
+
+/// External data that is missing, cut short, past the size limit or outside the graph's
+/// directory is a model error naming the problem, before or instead of a wrong answer.
+#[test]
+fn broken_external_data_is_an_error() {
+    let src = fixtures().join("projectors/external");
+    let tmp = tempfile::tempdir().unwrap();
+    let (graph, data) = (
+        tmp.path().join("ldp.onnx"),
+        tmp.path().join("ldp.onnx_data"),
+    );
+    std::fs::copy(src.join("ldp.onnx"), &graph).unwrap();
+    let fails = |opts: LoadOptions, want: &str| {
+        let err = project(&graph, opts).unwrap_err();
+        assert!(matches!(err, glimpse::Error::Model { .. }), "{err:?}");
+        assert!(err.to_string().contains(want), "{want}: {err}");
+    };
+    fails(LoadOptions::default(), "external data file `ldp.onnx_data`");
+    let bytes = std::fs::read(src.join("ldp.onnx_data")).unwrap();
+    std::fs::write(&data, &bytes[..bytes.len() / 2]).unwrap();
+    fails(LoadOptions::default(), "out of bounds");
+    std::fs::write(&data, &bytes).unwrap();
+    let graph_bytes = std::fs::metadata(&graph).unwrap().len();
+    let limit = LoadOptions {
+        max_model_bytes: graph_bytes + 1000,
+        ..LoadOptions::default()
+    };
+    fails(limit, "with its external data");
+    assert!(project(&graph, LoadOptions::default()).is_ok());
+}
+
+#[test]
+fn external_data_outside_the_graphs_directory_is_refused() {
+    let graph = fixtures().join("projectors/external/outside.onnx");
+    let err = project(&graph, LoadOptions::default()).unwrap_err();
+    assert!(matches!(err, glimpse::Error::Model { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("outside the graph's directory"),
+        "{err}"
+    );
 }

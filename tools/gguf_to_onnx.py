@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from external_data import save_external
+
 OPSET = 17
 
 
@@ -296,18 +298,18 @@ def main():
     ap.add_argument("gguf")
     ap.add_argument("out")
     ap.add_argument("--q4-only", action="store_true",
-                    help="skip the float32 decoder (needed past ~500M parameters: one ONNX "
-                         "protobuf holds at most 2 GB)")
+                    help="skip the float32 decoder (four times the 4-bit one's size)")
     args = ap.parse_args()
     gg = Gguf(args.gguf)
     cfg = llama_config(gg)
     out = pathlib.Path(args.out)
     (out / "onnx").mkdir(parents=True, exist_ok=True)
-    onnx.save(embed_model(gg, cfg), out / "onnx" / "embed_tokens.onnx")
+    # Weights in external data (`<graph>.onnx_data`): loads hold them once.
+    save_external(embed_model(gg, cfg), out / "onnx" / "embed_tokens.onnx")
     if not args.q4_only:
-        onnx.save(decoder_model(gg, cfg), out / "onnx" / "decoder_model_merged.onnx")
+        save_external(decoder_model(gg, cfg), out / "onnx" / "decoder_model_merged.onnx")
     # transformers.js names a 4-bit variant `<graph>_q4.onnx`.
-    onnx.save(decoder_model(gg, cfg, q4=True), out / "onnx" / "decoder_model_merged_q4.onnx")
+    save_external(decoder_model(gg, cfg, q4=True), out / "onnx" / "decoder_model_merged_q4.onnx")
     (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(gg), ensure_ascii=False))
     (out / "llm.json").write_text(json.dumps(manifest(gg, cfg), indent=2) + "\n")
     print(f"wrote {out}: {cfg}")

@@ -1,6 +1,7 @@
 //! Finding a model bundle's files: the HF optimum / transformers.js layout, or a
 //! directory with Glimpse's own small manifest (`glimpse.json`).
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -110,7 +111,10 @@ pub struct GraphSpec {
     pub output: String,
     /// The file's expected SHA-256 (hex), from the manifest or `SHA256SUMS`.
     pub sha256: Option<String>,
-    /// Largest accepted file size.
+    /// Expected SHA-256s (hex) of the external data files the graph names, by their path
+    /// relative to its directory (from `SHA256SUMS`).
+    pub data_sha256: BTreeMap<String, String>,
+    /// Largest accepted size of the file and its external data.
     pub max_bytes: u64,
 }
 
@@ -184,6 +188,7 @@ impl BundleSpec {
                 (None, Some(b)) => g.sha256 = Some(b.clone()),
                 _ => {}
             }
+            g.data_sha256 = data_sums(&sums, dir, &g.path);
         }
         if opts.vision && spec.vision.is_none() {
             return Err(Error::bundle(dir, "no image tower: expected onnx/vision_model.onnx or a `vision` entry in glimpse.json"));
@@ -260,6 +265,7 @@ impl BundleSpec {
                         input: g.input,
                         output: g.output,
                         sha256,
+                        data_sha256: BTreeMap::new(),
                         max_bytes: DEFAULT_MAX_MODEL_BYTES,
                     }))
                 }
@@ -314,6 +320,7 @@ impl BundleSpec {
                     input: input.into(),
                     output: output.into(),
                     sha256: None,
+                    data_sha256: BTreeMap::new(),
                     max_bytes: DEFAULT_MAX_MODEL_BYTES,
                 })
         };
@@ -342,24 +349,53 @@ impl BundleSpec {
     }
 }
 
-/// `SHA256SUMS` (as `sha256sum` writes it: hex, two spaces or " *", relative path), if the
-/// bundle has one: relative path → lowercase hex.
-/// The graph `onnx/<name>` of the bundle in `dir`, with the SHA-256 its `SHA256SUMS` lists
-/// for it, if any (for graphs whose inputs and outputs their loader checks itself).
+/// The graph `onnx/<name>` of the bundle in `dir`, with the SHA-256s its `SHA256SUMS` lists
+/// for it and its external data, if any (for graphs whose inputs and outputs their loader
+/// checks itself).
 pub(crate) fn bundle_graph(dir: &Path, name: &str, max_bytes: u64) -> Result<GraphSpec> {
     let sums = read_checksums(dir)?;
+    let path = dir.join("onnx").join(name);
     Ok(GraphSpec {
-        path: dir.join("onnx").join(name),
         input: String::new(),
         output: String::new(),
         sha256: sums.get(&format!("onnx/{name}")).cloned(),
+        data_sha256: data_sums(&sums, dir, &path),
         max_bytes,
+        path,
     })
 }
 
-fn read_checksums(dir: &Path) -> Result<std::collections::HashMap<String, String>> {
+/// The checksums listed for files in `graph`'s directory other than the graph itself, by
+/// their path relative to that directory: those of its external data.
+pub(crate) fn data_sums(
+    sums: &HashMap<String, String>,
+    dir: &Path,
+    graph: &Path,
+) -> BTreeMap<String, String> {
+    let rel = |p: &Path| {
+        p.strip_prefix(dir)
+            .ok()
+            .map(|r| r.to_string_lossy().replace('\\', "/"))
+    };
+    let (Some(graph), Some(parent)) = (rel(graph), graph.parent().and_then(rel)) else {
+        return BTreeMap::new();
+    };
+    let prefix = if parent.is_empty() {
+        parent
+    } else {
+        parent + "/"
+    };
+    (sums.iter())
+        .filter(|(file, _)| **file != graph)
+        .filter_map(|(file, sum)| Some((file.strip_prefix(&prefix)?.to_owned(), sum.clone())))
+        .collect()
+}
+
+/// `SHA256SUMS` (as `sha256sum` writes it: hex, two spaces or " *", relative path), if the
+/// bundle has one: relative path → lowercase hex.
+fn read_checksums(dir: &Path) -> Result<HashMap<String, String>> {
     let path = dir.join(CHECKSUMS);
-    let mut out = std::collections::HashMap::new();
+    let mut out = HashMap::new();
     if !path.is_file() {
         return Ok(out);
     }

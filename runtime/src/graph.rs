@@ -1,7 +1,8 @@
 //! ONNX graphs: reading a file, checking its interface, optimising it into a tract
 //! plan with symbolic batch (and sequence) dimensions, and running it.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -100,18 +101,72 @@ impl GraphFile {
             std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| Error::io(path, e))?;
         }
         if let (Some(expected), Some(hasher)) = (&spec.sha256, reader.hasher) {
-            let actual: String = (hasher.finalize().iter())
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            if !actual.eq_ignore_ascii_case(expected) {
-                return Err(Error::Integrity {
-                    path: path.to_owned(),
-                    expected: expected.to_ascii_lowercase(),
-                    actual,
-                });
+            check_sha256(path, expected, hasher)?;
+        }
+        let file = parsed?;
+        file.check_external_data(spec, len)?;
+        Ok(file)
+    }
+
+    /// The files of external data holding the graph's weights (ONNX's `data_location`
+    /// EXTERNAL, as exporters write graphs past 2 GB), checked before tract reads them: each
+    /// a file inside the graph's directory that exists, all of them with the graph within
+    /// `spec.max_bytes`, each one `spec.data_sha256` lists matching it.
+    fn check_external_data(&self, spec: &GraphSpec, graph_bytes: u64) -> Result<()> {
+        let model_err = |reason: String| Error::Model {
+            path: self.path.clone(),
+            reason,
+        };
+        let external = pb::tensor_proto::DataLocation::External as i32;
+        let locations: BTreeSet<&str> = (self.proto.graph.iter())
+            .flat_map(|g| &g.initializer)
+            .filter(|t| t.data_location == Some(external))
+            .map(|t| {
+                let location = t.external_data.iter().find(|e| e.key == "location");
+                location.map(|e| e.value.as_str()).ok_or_else(|| {
+                    model_err(format!(
+                        "tensor `{}` is stored externally in no file",
+                        t.name
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let dir = self.data_dir();
+        let mut total = graph_bytes;
+        for location in locations {
+            let beside = (Path::new(location).components())
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+            if !beside {
+                return Err(model_err(format!(
+                    "its external data `{location}` is outside the graph's directory"
+                )));
+            }
+            let path = dir.join(location);
+            let len = std::fs::metadata(&path)
+                .map_err(|e| model_err(format!("its external data file `{location}`: {e}")))?
+                .len();
+            total = total.saturating_add(len);
+            if total > spec.max_bytes {
+                return Err(model_err(format!(
+                    "with its external data it is {total} bytes or more, over the {} byte \
+                     limit (LoadOptions::max_model_bytes)",
+                    spec.max_bytes
+                )));
+            }
+            if let Some(expected) = spec.data_sha256.get(location) {
+                let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+                let mut reader = Hashing {
+                    inner: file,
+                    hasher: Some(Sha256::new()),
+                };
+                std::io::copy(&mut reader, &mut std::io::sink())
+                    .map_err(|e| Error::io(&path, e))?;
+                if let Some(hasher) = reader.hasher {
+                    check_sha256(&path, expected, hasher)?;
+                }
             }
         }
-        parsed
+        Ok(())
     }
 
     /// Decodes an ONNX protobuf read from `data`; `path` names it in errors.
@@ -146,6 +201,16 @@ impl GraphFile {
             inputs,
             outputs,
         })
+    }
+
+    /// Where the graph's external data is: beside the graph file, beside the file a symbolic
+    /// link points to (where its exporter wrote both) when the graph is linked into a bundle.
+    fn data_dir(&self) -> PathBuf {
+        let real = self
+            .path
+            .canonicalize()
+            .unwrap_or_else(|_| self.path.clone());
+        real.parent().map(Path::to_owned).unwrap_or_default()
     }
 
     /// The declared input `name`, or an error naming the inputs the graph has.
@@ -215,8 +280,8 @@ impl GraphFile {
             path: path.to_owned(),
             reason: format!("{e:#}"),
         };
-        let dir = path.parent().and_then(|d| d.to_str());
-        let mut model = onnx().parse(&self.proto, dir).map_err(fail)?.model;
+        let dir = self.data_dir();
+        let mut model = onnx().parse(&self.proto, dir.to_str()).map_err(fail)?.model;
         drop(self.proto);
         for (ix, outlet) in model
             .input_outlets()
@@ -295,6 +360,21 @@ fn contained<T>(f: impl FnOnce() -> Result<T>, err: impl FnOnce(String) -> Error
 }
 
 /// A reader that feeds what it reads to a SHA-256 hasher, if it has one.
+/// `hasher`'s digest of `path`'s bytes against the `expected` hex.
+fn check_sha256(path: &Path, expected: &str, hasher: Sha256) -> Result<()> {
+    let actual: String = (hasher.finalize().iter())
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    match actual.eq_ignore_ascii_case(expected) {
+        true => Ok(()),
+        false => Err(Error::Integrity {
+            path: path.to_owned(),
+            expected: expected.to_ascii_lowercase(),
+            actual,
+        }),
+    }
+}
+
 struct Hashing<R> {
     inner: R,
     hasher: Option<Sha256>,
@@ -462,4 +542,49 @@ fn check_axes(graph: &pb::GraphProto) -> std::result::Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::DEFAULT_MAX_MODEL_BYTES;
+
+    /// A checksum `SHA256SUMS` lists for a graph's external data is checked against the data,
+    /// and is found for the graph from the bundle's relative paths.
+    #[test]
+    fn external_data_is_checked_against_its_listed_sha256() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/projectors/external");
+        let data = std::fs::read(dir.join("ldp.onnx_data")).unwrap();
+        let right: String = Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let open = |sum: &str| {
+            let listed = [("external/ldp.onnx_data".to_owned(), sum.to_owned())];
+            let sums = listed.into_iter().collect();
+            GraphFile::open(&GraphSpec {
+                path: dir.join("ldp.onnx"),
+                input: String::new(),
+                output: String::new(),
+                sha256: None,
+                data_sha256: crate::bundle::data_sums(
+                    &sums,
+                    dir.parent().unwrap(),
+                    &dir.join("ldp.onnx"),
+                ),
+                max_bytes: DEFAULT_MAX_MODEL_BYTES,
+            })
+        };
+        assert!(open(&right).is_ok());
+        let first = if right.starts_with('0') { '1' } else { '0' };
+        let wrong = format!("{first}{}", &right[1..]);
+        match open(&wrong) {
+            Err(Error::Integrity { path, actual, .. }) => {
+                assert!(path.ends_with("ldp.onnx_data"));
+                assert_eq!(actual, right);
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a wrong checksum passed"),
+        }
+    }
 }

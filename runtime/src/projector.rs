@@ -42,6 +42,7 @@ impl Projector {
             input: INPUT.into(),
             output: OUTPUT.into(),
             sha256: None,
+            data_sha256: Default::default(),
             max_bytes: opts.max_model_bytes,
         };
         Self::load_spec(&spec, &Pool::new(opts.threads))
