@@ -343,7 +343,8 @@ fn bench_times_a_language_model() {
         v["image_ms"].is_null(),
         "no image in a text-only bundle: {v}"
     );
-    let weights = std::fs::metadata(dir.join("onnx/decoder_model_merged_q4.onnx"))
+    // The 4-bit decoder's weights, in its external data file.
+    let weights = std::fs::metadata(dir.join("onnx/decoder_model_merged_q4.onnx_data"))
         .unwrap()
         .len() as f64;
     assert!(v["peak_rss_mb"].as_f64().unwrap() * 1e6 > weights, "{v}");
