@@ -95,6 +95,46 @@ def unpermute(w, heads):
     return w.reshape(heads, rows // heads // 2, 2, -1).swapaxes(1, 2).reshape(w.shape)
 
 
+# Hugging Face LLaMA names -> GGUF names.
+GGUF_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+GGUF_LAYER_NAMES = {
+    "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+    "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+}
+
+
+class GgufWeights:
+    """A GGUF's LLaMA tensors by their Hugging Face names, in Hugging Face's layout: what
+    `decoder_model` and `embed_model` read (tools/export_vlm.py gives them a checkpoint's)."""
+
+    def __init__(self, gg, cfg):
+        self.gg, self.cfg = gg, cfg
+
+    def _name(self, name):
+        if name in GGUF_NAMES:
+            return GGUF_NAMES[name]
+        _, _, i, module = name.split(".", 3)
+        module, _, kind = module.rpartition(".")
+        return f"blk.{i}.{GGUF_LAYER_NAMES[module]}.{kind}"
+
+    def __contains__(self, name):
+        return self._name(name) in self.gg.tensors
+
+    def __getitem__(self, name):
+        w = self.gg.tensor(self._name(name))
+        if name.endswith("q_proj.weight"):
+            return unpermute(w, self.cfg["heads"])
+        if name.endswith("k_proj.weight"):
+            return unpermute(w, self.cfg["kv_heads"])
+        return w
+
+
 class Graph:
     """A small ONNX graph builder: unique names, initialisers, nodes. `q4` stores the
     matrix-product weights as Q4_0 in com.microsoft MatMulNBits nodes."""
@@ -157,7 +197,8 @@ def rotate(g, x, cos, sin, half):
     return g.op("Add", g.op("Mul", x, cos), g.op("Mul", rotated, sin))
 
 
-def decoder_model(gg, cfg, q4=False):
+def decoder_model(w, cfg, q4=False):
+    """The decoder graph of the LLaMA weights `w` (Hugging Face names and layout)."""
     g = Graph(q4)
     d, hd, heads, kvh = cfg["hidden"], cfg["head_dim"], cfg["heads"], cfg["kv_heads"]
     group = heads // kvh
@@ -182,20 +223,19 @@ def decoder_model(gg, cfg, q4=False):
     h = "inputs_embeds"
     mask = None
     for i in range(cfg["layers"]):
-        b = f"blk.{i}."
+        b = f"model.layers.{i}."
         past_k, past_v = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
         for name in (past_k, past_v):
             inputs.append(helper.make_tensor_value_info(
                 name, TensorProto.FLOAT, ["batch", kvh, "past_sequence", hd]))
-        x = rms_norm(g, h, gg.tensor(b + "attn_norm.weight"), cfg["rms_eps"])
-        wq = unpermute(gg.tensor(b + "attn_q.weight"), heads)
-        wk = unpermute(gg.tensor(b + "attn_k.weight"), kvh)
+        x = rms_norm(g, h, w[b + "input_layernorm.weight"], cfg["rms_eps"])
+        wq, wk = w[b + "self_attn.q_proj.weight"], w[b + "self_attn.k_proj.weight"]
         # Queries grouped by the key head they share: [b, kv, group, s, hd].
         q = g.op("Reshape", linear(g, x, wq), g.ints([0, 0, kvh, group, hd]))
         q = rotate(g, g.op("Transpose", q, perm=[0, 2, 3, 1, 4]), cos_q, sin_q, hd // 2)
         k = g.op("Reshape", linear(g, x, wk), g.ints([0, 0, kvh, hd]))
         k = rotate(g, g.op("Transpose", k, perm=[0, 2, 1, 3]), cos_k, sin_k, hd // 2)
-        v = g.op("Reshape", linear(g, x, gg.tensor(b + "attn_v.weight")), g.ints([0, 0, kvh, hd]))
+        v = g.op("Reshape", linear(g, x, w[b + "self_attn.v_proj.weight"]), g.ints([0, 0, kvh, hd]))
         v = g.op("Transpose", v, perm=[0, 2, 1, 3])
         present_k = g.op("Concat", past_k, k, axis=2, name=f"present.{i}.key")
         present_v = g.op("Concat", past_v, v, axis=2, name=f"present.{i}.value")
@@ -215,23 +255,23 @@ def decoder_model(gg, cfg, q4=False):
         probs = g.op("Softmax", g.op("Add", scores, mask), axis=-1)
         attn = g.op("MatMul", probs, g.op("Unsqueeze", present_v, g.ints([2])))
         attn = g.op("Reshape", g.op("Transpose", attn, perm=[0, 3, 1, 2, 4]), g.ints([0, 0, d]))
-        h = g.op("Add", h, linear(g, attn, gg.tensor(b + "attn_output.weight")))
+        h = g.op("Add", h, linear(g, attn, w[b + "self_attn.o_proj.weight"]))
 
-        x = rms_norm(g, h, gg.tensor(b + "ffn_norm.weight"), cfg["rms_eps"])
-        gate = linear(g, x, gg.tensor(b + "ffn_gate.weight"))
-        up = linear(g, x, gg.tensor(b + "ffn_up.weight"))
+        x = rms_norm(g, h, w[b + "post_attention_layernorm.weight"], cfg["rms_eps"])
+        gate = linear(g, x, w[b + "mlp.gate_proj.weight"])
+        up = linear(g, x, w[b + "mlp.up_proj.weight"])
         act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), up)
-        h = g.op("Add", h, linear(g, act, gg.tensor(b + "ffn_down.weight")))
+        h = g.op("Add", h, linear(g, act, w[b + "mlp.down_proj.weight"]))
 
-    h = rms_norm(g, h, gg.tensor("output_norm.weight"), cfg["rms_eps"])
-    head = "output.weight" if "output.weight" in gg.tensors else "token_embd.weight"
-    linear(g, h, gg.tensor(head), name="logits")
+    h = rms_norm(g, h, w["model.norm.weight"], cfg["rms_eps"])
+    head = "lm_head.weight" if "lm_head.weight" in w else "model.embed_tokens.weight"
+    linear(g, h, w[head], name="logits")
     return g.model(inputs, outputs, "decoder")
 
 
-def embed_model(gg, cfg):
+def embed_model(w, cfg):
     g = Graph()
-    table = g.const(gg.tensor("token_embd.weight"), name="embed_tokens.weight")
+    table = g.const(w["model.embed_tokens.weight"], name="embed_tokens.weight")
     g.nodes.append(helper.make_node("Gather", [table, "input_ids"], ["inputs_embeds"], axis=0))
     return g.model(
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
@@ -293,6 +333,17 @@ def manifest(gg, cfg):
     }
 
 
+def save_language_model(w, cfg, out, q4_only=False):
+    """Writes `onnx/embed_tokens.onnx` and the decoder graphs of the weights `w` under `out`."""
+    (out / "onnx").mkdir(parents=True, exist_ok=True)
+    # Weights in external data (`<graph>.onnx_data`): loads hold them once.
+    save_external(embed_model(w, cfg), out / "onnx" / "embed_tokens.onnx")
+    if not q4_only:
+        save_external(decoder_model(w, cfg), out / "onnx" / "decoder_model_merged.onnx")
+    # transformers.js names a 4-bit variant `<graph>_q4.onnx`.
+    save_external(decoder_model(w, cfg, q4=True), out / "onnx" / "decoder_model_merged_q4.onnx")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("gguf")
@@ -303,13 +354,7 @@ def main():
     gg = Gguf(args.gguf)
     cfg = llama_config(gg)
     out = pathlib.Path(args.out)
-    (out / "onnx").mkdir(parents=True, exist_ok=True)
-    # Weights in external data (`<graph>.onnx_data`): loads hold them once.
-    save_external(embed_model(gg, cfg), out / "onnx" / "embed_tokens.onnx")
-    if not args.q4_only:
-        save_external(decoder_model(gg, cfg), out / "onnx" / "decoder_model_merged.onnx")
-    # transformers.js names a 4-bit variant `<graph>_q4.onnx`.
-    save_external(decoder_model(gg, cfg, q4=True), out / "onnx" / "decoder_model_merged_q4.onnx")
+    save_language_model(GgufWeights(gg, cfg), cfg, out, args.q4_only)
     (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(gg), ensure_ascii=False))
     (out / "llm.json").write_text(json.dumps(manifest(gg, cfg), indent=2) + "\n")
     print(f"wrote {out}: {cfg}")

@@ -23,7 +23,7 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from make_fixtures import CLIP_MEAN, CLIP_STD, clip_preprocess  # noqa: E402
+from pixels import CLIP_MEAN, CLIP_STD, clip_preprocess  # noqa: E402
 from make_projectors import LdpV2, randomise  # noqa: E402
 
 CONFIGS = {
@@ -34,14 +34,25 @@ CONFIGS = {
 }
 
 
-class Penultimate(torch.nn.Module):
-    def __init__(self, model):
+class SelectedLayer(torch.nn.Module):
+    """A CLIP vision model's patch tokens after one layer (-2: the penultimate)."""
+
+    def __init__(self, model, layer=-2):
         super().__init__()
-        self.model = model
+        self.model, self.layer = model, layer
 
     def forward(self, pixel_values):
         out = self.model(pixel_values=pixel_values, output_hidden_states=True)
-        return out.hidden_states[-2][:, 1:]
+        return out.hidden_states[self.layer][:, 1:]
+
+
+def preprocessor_config(size):
+    """OpenAI CLIP's preprocessing at `size` px, as transformers writes it."""
+    return {
+        "crop_size": {"height": size, "width": size}, "do_center_crop": True,
+        "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+        "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "resample": 3,
+        "rescale_factor": 1 / 255, "size": {"shortest_edge": size}}
 
 
 def main():
@@ -53,7 +64,7 @@ def main():
     out = pathlib.Path(args.out)
     (out / "onnx").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    encoder = Penultimate(CLIPVisionModel(CLIPVisionConfig(hidden_act="quick_gelu",
+    encoder = SelectedLayer(CLIPVisionModel(CLIPVisionConfig(hidden_act="quick_gelu",
                                                            **vision_cfg))).eval()
     projector = LdpV2(vision_cfg["hidden_size"], hidden).eval()
     randomise(projector, 7)
@@ -70,11 +81,8 @@ def main():
                               output_names=[outp], opset_version=17, dynamo=False)
     for name, t in [("pixels", pixels), ("features", features), ("image_embeds", embeds)]:
         np.save(out / f"{name}.npy", np.ascontiguousarray(t.numpy()))
-    (out / "preprocessor_config.json").write_text(json.dumps({
-        "crop_size": {"height": size, "width": size}, "do_center_crop": True,
-        "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
-        "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "resample": 3,
-        "rescale_factor": 1 / 255, "size": {"shortest_edge": size}}, indent=2) + "\n")
+    (out / "preprocessor_config.json").write_text(
+        json.dumps(preprocessor_config(size), indent=2) + "\n")
     print(tuple(pixels.shape), "->", tuple(features.shape), "->", tuple(embeds.shape))
 
 
