@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, Once, PoisonError};
 
 use tract_core::tract_linalg::isa::{self, Isa};
+
+use crate::crew::Crew;
 use tract_core::tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 /// The CPU features Glimpse's choices depend on.
@@ -117,6 +119,28 @@ impl Pool {
             Pool::Workers { pool, turn } => {
                 let _turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
                 in_pool(pool, f)
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// Runs `f`, a short run of small products (one decoder step), as [`Pool::run`] does but
+    /// with the pool's other workers spinning between its products instead of falling asleep
+    /// ([`Crew`]); tract's own products in it run on one thread.
+    pub(crate) fn run_spinning<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match self {
+            Pool::Caller => self.run(f),
+            Pool::Workers { pool, turn } => {
+                let _turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
+                // Spinning on a core the run itself needs would only slow it down.
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let helpers = pool.current_num_threads().min(cores).saturating_sub(1);
+                pool.install(|| {
+                    Crew::serve(helpers, || {
+                        multithread_tract_scope(Executor::SingleThread, f)
+                    })
+                })
             }
         }
     }

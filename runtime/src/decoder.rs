@@ -205,7 +205,11 @@ impl Decoder {
             }
         };
         let inputs = self.inputs(cache, embeds)?;
-        let mut outputs = self.decoder.run_values(inputs)?;
+        // One token's step is ~170 small products back to back: the workers spin between them.
+        let mut outputs = match n {
+            1 => self.decoder.run_values_spinning(inputs)?,
+            _ => self.decoder.run_values(inputs)?,
+        };
         let logits = outputs.remove(0);
         cache.values = outputs;
         cache.len += n;
@@ -225,9 +229,12 @@ impl Decoder {
     /// Times every node of one decoder run of `embeds` after `cache` (the cache is left
     /// as it was): tract's per-node profile.
     pub fn profile(&self, cache: &Cache, embeds: Tensor) -> Result<Vec<crate::NodeTime>> {
+        let one_token = embeds.shape().get(1) == Some(&1);
         let inputs = self.inputs(cache, embeds)?;
-        self.decoder
-            .profile(inputs.into_iter().map(|v| v.into_tensor()).collect())
+        self.decoder.profile(
+            inputs.into_iter().map(|v| v.into_tensor()).collect(),
+            one_token,
+        )
     }
 
     /// The decoder's inputs, in its order, to run `embeds` after what `cache` holds.

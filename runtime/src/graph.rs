@@ -432,16 +432,30 @@ impl Graph {
         )
     }
 
-    /// Runs once on the caller's thread, timing every node: tract's per-node profile.
-    pub fn profile(&self, inputs: TVec<Tensor>) -> Result<Vec<NodeTime>> {
+    /// [`Graph::run_values`] for a short run of small products (a decoder step): the pool's
+    /// workers spin between them rather than sleep ([`Pool::run_spinning`]).
+    pub fn run_values_spinning(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
+        contained(
+            || {
+                self.pool
+                    .run_spinning(|| self.plan.run(inputs))
+                    .map_err(|e| self.inference_error(format!("{e:#}")))
+            },
+            |reason| self.inference_error(reason),
+        )
+    }
+
+    /// Runs once as [`Graph::run`] does (in its pool; `spinning`: as
+    /// [`Graph::run_values_spinning`] does), timing every node: tract's per-node profile.
+    pub fn profile(&self, inputs: TVec<Tensor>, spinning: bool) -> Result<Vec<NodeTime>> {
         let fail = |e: TractError| self.inference_error(format!("{e:#}"));
         let inputs = self.cast_inputs(inputs).map_err(fail)?;
         let mut times = Vec::new();
         let mut state = SimpleState::new(&self.plan).map_err(fail)?;
         contained(
             || {
-                state
-                    .run_plan_with_eval(inputs, |ctx, op_state, node, input| {
+                let run = || {
+                    state.run_plan_with_eval(inputs, |ctx, op_state, node, input| {
                         let started = std::time::Instant::now();
                         let out = tract_core::plan::eval(ctx, op_state, node, input);
                         times.push(NodeTime {
@@ -451,7 +465,12 @@ impl Graph {
                         });
                         out
                     })
-                    .map_err(fail)
+                };
+                match spinning {
+                    true => self.pool.run_spinning(run),
+                    false => self.pool.run(run),
+                }
+                .map_err(fail)
             },
             |reason| self.inference_error(reason),
         )?;

@@ -18,6 +18,7 @@ pub mod bundle;
 pub mod classify;
 mod clip;
 pub mod cpu;
+mod crew;
 pub mod decode;
 pub mod decoder;
 mod embedding;

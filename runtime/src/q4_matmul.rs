@@ -10,12 +10,14 @@
 //! what one token of decode is bound by (BENCHMARKS.md). Kernels are picked at run time:
 //! AVX-512 VNNI for Q8_0 activations ([`avx512`]), AVX2+FMA ([`avx2`]), elsewhere
 //! lane-by-lane loops for the compiler to vectorise (NEON is aarch64's baseline). Weight
-//! rows are split over the graph's thread pool.
+//! rows are split over the graph's thread pool, or over a decoder step's spinning
+//! [`crate::crew`].
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
+
+use crate::crew::par_rows;
 
 /// Codes in a block.
 pub(crate) const BLOCK: usize = 32;
@@ -120,17 +122,11 @@ impl Q4Weight {
     ) -> TractResult<()> {
         let cost = self.n * self.k * m;
         if m == 1 {
-            return par_chunks_mut(y, 1, cost, |first, out| {
-                rows(first, out);
-                Ok(())
-            });
+            return par_rows(y, 1, cost, rows);
         }
         // Computed as `[n, m]`, then transposed.
         let mut t = vec![0f32; self.n * m];
-        par_chunks_mut(&mut t, m, cost, |first, out| {
-            rows(first, out);
-            Ok(())
-        })?;
+        par_rows(&mut t, m, cost, rows)?;
         for (r, col) in t.chunks_exact(m).enumerate() {
             for (i, v) in col.iter().enumerate() {
                 y[i * self.n + r] = *v;
