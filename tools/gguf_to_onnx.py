@@ -10,13 +10,16 @@ The bundle follows the transformers.js decoder layout:
                                    Q4_0 (com.microsoft MatMulNBits, bits 4, blocks of 32) and
                                    accuracy_level 4: activations rounded to 8 bits, int8
                                    arithmetic, as llama.cpp computes Q4_0
+                                   Attention: one com.microsoft GroupQueryAttention node a layer
+                                   (queries and keys rotated before it), as ONNX Runtime's model
+                                   builder writes decoders
   tokenizer.json                   Hugging Face format, built from the GGUF's vocabulary and merges
   llm.json                         chat template, stop tokens, cache shapes
 
 Weights are dequantised to float32 (gguf's own dequantiser); the q4 variant requantises them
 with llama.cpp's Q4_0 rounding, so llama.cpp can run the very same 4-bit weights. llama.cpp stores the query and key
 projections permuted for its pairwise RoPE; they are permuted back to Hugging Face's layout
-(rotate-half RoPE), so the graph is the one `transformers` would export.
+(rotate-half RoPE), as transformers' checkpoints hold them.
 Needs: numpy, onnx, gguf (see requirements-llm.txt). Nothing else.
 """
 
@@ -160,9 +163,7 @@ class Graph:
 
     def model(self, inputs, outputs, name):
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
-        opsets = [helper.make_opsetid("", OPSET)]
-        if self.q4:
-            opsets.append(helper.make_opsetid("com.microsoft", 1))
+        opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
         model = helper.make_model(graph, opset_imports=opsets,
                                   producer_name="glimpse tools/gguf_to_onnx.py")
         onnx.checker.check_model(model, full_check=False)
@@ -201,7 +202,6 @@ def decoder_model(w, cfg, q4=False):
     """The decoder graph of the LLaMA weights `w` (Hugging Face names and layout)."""
     g = Graph(q4)
     d, hd, heads, kvh = cfg["hidden"], cfg["head_dim"], cfg["heads"], cfg["kv_heads"]
-    group = heads // kvh
     inputs = [
         helper.make_tensor_value_info("inputs_embeds", TensorProto.FLOAT, ["batch", "sequence", d]),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "sequence"]),
@@ -209,19 +209,21 @@ def decoder_model(w, cfg, q4=False):
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
                                              ["batch", "sequence", cfg["vocab"]])]
 
-    # RoPE tables from the positions: [batch, sequence, head_dim].
+    # RoPE tables from the positions, [batch, sequence, 1, head_dim]: queries and keys are
+    # rotated as [batch, sequence, heads, head_dim].
     inv_freq = 1.0 / cfg["rope_base"] ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
     pos = g.op("Unsqueeze", g.op("Cast", "position_ids", to=TensorProto.FLOAT), g.ints([-1]))
     freqs = g.op("Mul", pos, g.const(inv_freq))
-    angles = g.op("Concat", freqs, freqs, axis=-1)
+    angles = g.op("Unsqueeze", g.op("Concat", freqs, freqs, axis=-1), g.ints([2]))
     cos, sin = g.op("Cos", angles), g.op("Sin", angles)
-    # Keys [b, kv, t, hd] take them as [b, 1, s, hd]; grouped queries [b, kv, group, s, hd] as
-    # [b, 1, 1, s, hd].
-    cos_k, sin_k = (g.op("Unsqueeze", c, g.ints([1])) for c in (cos, sin))
-    cos_q, sin_q = (g.op("Unsqueeze", c, g.ints([1, 2])) for c in (cos, sin))
+    # GroupQueryAttention's lengths (batch 1): keys after this step, and that minus one.
+    total = g.op("Cast", g.op("Add", g.op("Gather", g.op("Shape", "past_key_values.0.key"),
+                                         g.ints(2), axis=0),
+                              g.op("Gather", g.op("Shape", "inputs_embeds"), g.ints(1), axis=0)),
+                 to=TensorProto.INT32)
+    seqlens = g.op("Reshape", g.op("Sub", total, g.const(1, dtype=np.int32)), g.ints([1]))
 
     h = "inputs_embeds"
-    mask = None
     for i in range(cfg["layers"]):
         b = f"model.layers.{i}."
         past_k, past_v = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
@@ -229,32 +231,25 @@ def decoder_model(w, cfg, q4=False):
             inputs.append(helper.make_tensor_value_info(
                 name, TensorProto.FLOAT, ["batch", kvh, "past_sequence", hd]))
         x = rms_norm(g, h, w[b + "input_layernorm.weight"], cfg["rms_eps"])
-        wq, wk = w[b + "self_attn.q_proj.weight"], w[b + "self_attn.k_proj.weight"]
-        # Queries grouped by the key head they share: [b, kv, group, s, hd].
-        q = g.op("Reshape", linear(g, x, wq), g.ints([0, 0, kvh, group, hd]))
-        q = rotate(g, g.op("Transpose", q, perm=[0, 2, 3, 1, 4]), cos_q, sin_q, hd // 2)
-        k = g.op("Reshape", linear(g, x, wk), g.ints([0, 0, kvh, hd]))
-        k = rotate(g, g.op("Transpose", k, perm=[0, 2, 1, 3]), cos_k, sin_k, hd // 2)
-        v = g.op("Reshape", linear(g, x, w[b + "self_attn.v_proj.weight"]), g.ints([0, 0, kvh, hd]))
-        v = g.op("Transpose", v, perm=[0, 2, 1, 3])
-        present_k = g.op("Concat", past_k, k, axis=2, name=f"present.{i}.key")
-        present_v = g.op("Concat", past_v, v, axis=2, name=f"present.{i}.value")
+
+        def heads_rotated(weight, n):
+            y = g.op("Reshape", linear(g, x, weight), g.ints([0, 0, n, hd]))
+            return g.op("Reshape", rotate(g, y, cos, sin, hd // 2), g.ints([0, 0, n * hd]))
+
+        q = heads_rotated(w[b + "self_attn.q_proj.weight"], heads)
+        k = heads_rotated(w[b + "self_attn.k_proj.weight"], kvh)
+        v = linear(g, x, w[b + "self_attn.v_proj.weight"])
+        # ONNX Runtime's causal attention over a cache (com.microsoft): appends this step's
+        # keys and values to the cache (`present`), query i at position past + i.
+        present_k, present_v = f"present.{i}.key", f"present.{i}.value"
+        attn = f"attention{i}"
+        g.nodes.append(helper.make_node(
+            "GroupQueryAttention", [q, k, v, past_k, past_v, seqlens, total],
+            [attn, present_k, present_v], domain="com.microsoft", num_heads=heads,
+            kv_num_heads=kvh, scale=float(1.0 / np.sqrt(hd))))
         for name in (present_k, present_v):
             outputs.append(helper.make_tensor_value_info(
                 name, TensorProto.FLOAT, ["batch", kvh, "total_sequence", hd]))
-        if mask is None:
-            # Causal mask from positions: key j is hidden from a query at position p when j > p.
-            total = g.op("Gather", g.op("Shape", present_k), g.ints(2), axis=0)
-            keys = g.op("Cast", g.op("Range", g.ints(0), total, g.ints(1)), to=TensorProto.FLOAT)
-            query = g.op("Unsqueeze", g.op("Cast", "position_ids", to=TensorProto.FLOAT),
-                         g.ints([1, 2, 4]))
-            mask = g.op("Where", g.op("Greater", keys, query),
-                        g.const(np.finfo(np.float32).min), g.const(0.0))
-        kt = g.op("Unsqueeze", g.op("Transpose", present_k, perm=[0, 1, 3, 2]), g.ints([2]))
-        scores = g.op("Mul", g.op("MatMul", q, kt), g.const(1.0 / np.sqrt(hd)))
-        probs = g.op("Softmax", g.op("Add", scores, mask), axis=-1)
-        attn = g.op("MatMul", probs, g.op("Unsqueeze", present_v, g.ints([2])))
-        attn = g.op("Reshape", g.op("Transpose", attn, perm=[0, 3, 1, 2, 4]), g.ints([0, 0, d]))
         h = g.op("Add", h, linear(g, attn, w[b + "self_attn.o_proj.weight"]))
 
         x = rms_norm(g, h, w[b + "post_attention_layernorm.weight"], cfg["rms_eps"])

@@ -7,7 +7,7 @@ Writes under OUT:
   checkpoint/   config.json (MobileVLM V2's keys), model.safetensors (float16, MobileVLM's
                 parameter names: LLaMA `model.*` and `lm_head`, `model.mm_projector.*` of its
                 LDPNetV2Projector, `model.vision_tower.vision_tower.*` of a CLIPVisionModel),
-                tokenizer.json (byte-level BPE trained on README.md; bos <s>, eos </s>)
+                tokenizer.json (byte-level BPE trained on a few sentences; bos <s>, eos </s>)
   bundle/       `tools/export_vlm.py checkpoint bundle`
   photo.png     fixtures/images/franz-kafka.jpg at 48 x 36
   pixels.npy, image_embeds.npy   photo.png padded to a square on the mean colour
@@ -41,6 +41,14 @@ sys.path.insert(0, str(TOOLS))
 from pixels import clip_preprocess, expand2square  # noqa: E402
 
 QUESTION = "What is in the image?"
+SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+          "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+# What the tokenizer learns its merges from.
+CORPUS = """A photo of a man in a dark suit and a white shirt, looking at the camera.
+The image shows a portrait in black and white, an old photograph of a writer.
+USER: Describe this image. ASSISTANT: A man with short dark hair stands in front of a wall.
+What is the capital of France? The capital of France is Paris.
+Photos on the device are tagged, searched and captioned without a network."""
 STEPS = 8
 MARGIN = 0.05
 IMAGE_TOKEN = -200  # MobileVLM's IMAGE_TOKEN_INDEX
@@ -68,7 +76,7 @@ def tokenizer():
     tok.post_processor = processors.ByteLevel(trim_offsets=True)
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train([str(ROOT / "README.md")], trainer)
+    tok.train_from_iterator([SYSTEM, QUESTION] + CORPUS.split("\n"), trainer)
     return tok
 
 
@@ -103,7 +111,7 @@ def main():
     }
     llama = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in config.items()
                                             if not k.startswith("mm_")})).eval()
-    seeded(llama, 1)
+    seeded(llama, 7)
     tower = CLIPVisionModel(CLIPVisionConfig(
         hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=1,
         image_size=48, patch_size=2, hidden_act="quick_gelu")).eval()
@@ -142,10 +150,7 @@ def main():
         image_embeds = ldpv2(w, features)
 
         # MobileVLM's prompt (conversation "v1") and tokenizer_image_token.
-        system = ("A chat between a curious user and an artificial intelligence assistant. "
-                  "The assistant gives helpful, detailed, and polite answers to the user's "
-                  "questions.")
-        prompt = f"{system} USER: <image>\n{QUESTION} ASSISTANT:"
+        prompt = f"{SYSTEM} USER: <image>\n{QUESTION} ASSISTANT:"
         chunks = [tok.encode(c, add_special_tokens=False).ids for c in prompt.split("<image>")]
         ids = [config["bos_token_id"]] + chunks[0] + [IMAGE_TOKEN] + chunks[1]
         at = ids.index(IMAGE_TOKEN)

@@ -36,6 +36,9 @@ pub struct Decoder {
     /// For each decoder input, its index in (embeddings, positions, cache values...).
     order: Vec<usize>,
     shape: CacheShape,
+    /// One-token steps run with the pool's workers spinning between products: the 4-bit
+    /// products split over them ([`crate::crew`]); tract's own would not.
+    spin: bool,
 }
 
 /// The key/value cache of one sequence: what the decoder has seen so far.
@@ -155,6 +158,7 @@ impl Decoder {
             .with_pool(pool.clone());
         Ok(Decoder {
             embed: embed_graph,
+            spin: decoder_graph.has_op::<crate::q4_matmul::Q4MatMul>(),
             decoder: decoder_graph,
             order,
             shape,
@@ -205,10 +209,11 @@ impl Decoder {
             }
         };
         let inputs = self.inputs(cache, embeds)?;
-        // One token's step is ~170 small products back to back: the workers spin between them.
-        let mut outputs = match n {
-            1 => self.decoder.run_values_spinning(inputs)?,
-            _ => self.decoder.run_values(inputs)?,
+        // One token's step is ~170 small 4-bit products back to back: the workers spin
+        // between them.
+        let mut outputs = match n == 1 && self.spin {
+            true => self.decoder.run_values_spinning(inputs)?,
+            false => self.decoder.run_values(inputs)?,
         };
         let logits = outputs.remove(0);
         cache.values = outputs;
@@ -229,11 +234,11 @@ impl Decoder {
     /// Times every node of one decoder run of `embeds` after `cache` (the cache is left
     /// as it was): tract's per-node profile.
     pub fn profile(&self, cache: &Cache, embeds: Tensor) -> Result<Vec<crate::NodeTime>> {
-        let one_token = embeds.shape().get(1) == Some(&1);
+        let spinning = self.spin && embeds.shape().get(1) == Some(&1);
         let inputs = self.inputs(cache, embeds)?;
         self.decoder.profile(
             inputs.into_iter().map(|v| v.into_tensor()).collect(),
-            one_token,
+            spinning,
         )
     }
 

@@ -402,6 +402,11 @@ impl Graph {
         self.clone().with_pool(Pool::Caller)
     }
 
+    /// Whether the plan holds a node of op `O`.
+    pub(crate) fn has_op<O: Op>(&self) -> bool {
+        self.plan.model().nodes().iter().any(|n| n.op_is::<O>())
+    }
+
     /// The concrete shape of output `ix`, when the plan knows it without running.
     pub fn output_shape(&self, ix: usize) -> Option<Vec<usize>> {
         let fact = self.plan.model().output_fact(ix).ok()?;

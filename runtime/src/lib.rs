@@ -14,6 +14,7 @@
 //! searches a photo library. Language models: [`decoder`] (graphs, KV cache) → [`sampling`]
 //! → [`llm`] (generation); with images, [`vlm`]: [`vision_encoder`] → [`projector`] → [`llm`].
 
+mod attention;
 pub mod bundle;
 pub mod classify;
 mod clip;

@@ -14,6 +14,9 @@
 //! `MatMulNBits` (com.microsoft) with 4-bit symmetric blocks of 32, the form llama.cpp's
 //! Q4_0 takes: [`crate::q4_matmul`]'s product, which keeps the codes packed. Other forms
 //! (zero points, bias, other widths) go to tract's own.
+//!
+//! `GroupQueryAttention` (com.microsoft) over a cache it appends to, rotary left to the graph:
+//! [`crate::attention`]'s op, which reads the cache in place. Other forms go to tract's own.
 
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
@@ -24,6 +27,7 @@ use tract_onnx::tract_hir::ops::binary::wire_rank_broadcast;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 use tract_onnx::tract_hir::ops::matmul::{compute_shapes, MatMulInference};
 
+use crate::attention::CachedAttention;
 use crate::q4_matmul::{Q4MatMul, Q4Weight, BLOCK};
 
 /// tract's ONNX front end with Glimpse's operators registered over its own. Intermediate
@@ -38,6 +42,7 @@ pub(crate) fn onnx() -> tract_onnx::Onnx {
 fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Flatten", flatten);
     reg.insert("MatMulNBits", mat_mul_nbits);
+    reg.insert("GroupQueryAttention", group_query_attention);
     if crate::cpu::int8_products_in_f32() {
         reg.insert("MatMulInteger", mat_mul_integer_in_f32);
     }
@@ -327,13 +332,7 @@ fn mat_mul_nbits(
         let q8 = node.get_attr_opt::<i64>("accuracy_level")? == Some(4);
         return Ok((expand(MatMulQ4 { k, n, q8 }), vec![]));
     }
-    let tract_own = tract_onnx::onnx()
-        .op_register
-        .0
-        .get("MatMulNBits")
-        .copied()
-        .context("tract has no MatMulNBits")?;
-    tract_own(ctx, node)
+    tract_own("MatMulNBits", ctx, node)
 }
 
 /// `MatMulNBits` in Q4_0's form: `A [.., K] × dequant(B [N, K/32, 16])ᵀ`.
@@ -400,5 +399,136 @@ impl Expansion for MatMulQ4 {
         };
         let y = model.wire_node(prefix, op, &x)?;
         model.wire_node(format!("{prefix}.from_f32"), cast(dt), &y)
+    }
+}
+
+/// tract's own parser for the ONNX operator `name`.
+fn tract_own(
+    name: &str,
+    ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let parse = tract_onnx::onnx()
+        .op_register
+        .0
+        .get(name)
+        .copied()
+        .with_context(|| format!("tract has no {name}"))?;
+    parse(ctx, node)
+}
+
+fn group_query_attention(
+    ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let heads: usize = node.get_attr("num_heads")?;
+    let kv_heads: usize = node.get_attr("kv_num_heads")?;
+    let int = |name: &str| node.get_attr_opt::<i64>(name).map(|v| v.unwrap_or(0));
+    let plain = int("do_rotary")? == 0
+        && int("local_window_size")? <= 0
+        && int("smooth_softmax")? == 0
+        && int("qk_output")? == 0
+        && node.get_attr_opt::<f32>("softcap")?.unwrap_or(0.0) == 0.0
+        && node.get_attr_opt::<i64>("causal")?.unwrap_or(1) != 0;
+    // query, key, value, past key, past value, seqlens_k, total_sequence_length; nothing after.
+    let inputs: Vec<bool> = tract_onnx::model::optional_inputs(node)
+        .take(node.input.len().max(7))
+        .map(|i| i.is_some())
+        .collect();
+    let cached = inputs.len() == 7 && inputs.iter().all(|&present| present);
+    if plain && cached && heads > 0 && kv_heads > 0 && heads.is_multiple_of(kv_heads) {
+        let scale = node.get_attr_opt::<f32>("scale")?.filter(|s| *s != 0.0);
+        return Ok((
+            expand(GroupQueryAttention {
+                heads,
+                kv_heads,
+                scale,
+            }),
+            vec![],
+        ));
+    }
+    tract_own("GroupQueryAttention", ctx, node)
+}
+
+/// `GroupQueryAttention` in the form [`CachedAttention`] runs.
+#[derive(Debug, Clone)]
+struct GroupQueryAttention {
+    heads: usize,
+    kv_heads: usize,
+    scale: Option<f32>,
+}
+
+impl Expansion for GroupQueryAttention {
+    fn name(&self) -> StaticName {
+        "GroupQueryAttention".into()
+    }
+
+    fn nboutputs(&self) -> TractResult<usize> {
+        Ok(3)
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 7)?;
+        check_output_arity(outputs, 3)?;
+        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+        s.equals(&outputs[0].shape, &inputs[0].shape)?;
+        for (out, past) in [(&outputs[1], &inputs[3]), (&outputs[2], &inputs[4])] {
+            s.equals(&out.datum_type, &past.datum_type)?;
+            s.equals(&out.rank, 4)?;
+            s.equals(&past.rank, 4)?;
+            for axis in [0, 1, 3] {
+                s.equals(&out.shape[axis], &past.shape[axis])?;
+            }
+            s.given_2(&past.shape[2], &inputs[0].shape[1], move |s, past, new| {
+                s.equals(&out.shape[2], past + new)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let q = model.outlet_fact(inputs[0])?.clone();
+        let width = q.shape[2]
+            .to_usize()
+            .with_context(|| format!("{prefix}: the query's width must be known"))?;
+        ensure!(
+            width.is_multiple_of(self.heads),
+            "{prefix}: a query {width} wide does not split into {} heads",
+            self.heads
+        );
+        let d = width / self.heads;
+        let scale = self.scale.unwrap_or(1.0 / (d as f32).sqrt());
+        let dt = q.datum_type;
+        let mut f32_inputs = tvec![];
+        for (i, &input) in inputs[..5].iter().enumerate() {
+            f32_inputs.push(
+                model.wire_node(
+                    format!("{prefix}.to_f32_{i}"),
+                    cast(f32::datum_type()),
+                    &[input],
+                )?[0],
+            );
+        }
+        let op = CachedAttention {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            scale: scale.to_bits(),
+        };
+        let outs = model.wire_node(prefix, op, &f32_inputs)?;
+        let mut wired = tvec![];
+        for (i, out) in outs.into_iter().enumerate() {
+            wired.push(model.wire_node(format!("{prefix}.from_f32_{i}"), cast(dt), &[out])?[0]);
+        }
+        Ok(wired)
     }
 }
