@@ -39,7 +39,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from gguf_to_onnx import save_language_model  # noqa: E402
 from make_projectors import GRID, PROJECTORS  # noqa: E402
-from make_vlm import SelectedLayer, preprocessor_config  # noqa: E402
+from make_vlm import SelectedLayer, export_vision_half, preprocessor_config  # noqa: E402
 
 VISION = "model.vision_tower.vision_tower."
 PROJECTOR = "model.mm_projector."
@@ -202,14 +202,7 @@ def main():
     encoder = SelectedLayer(tower, config.get("mm_vision_select_layer", -2)).eval()
     proj = projector(weights, config).eval()
     (out / "onnx").mkdir(parents=True, exist_ok=True)
-    pixels = torch.zeros(1, 3, size, size)
-    with torch.no_grad():
-        features = encoder(pixels)
-        for module, x, name, inp, outp in [
-                (encoder, pixels, "vision_encoder", "pixel_values", "image_features"),
-                (proj, features, "projector", "image_features", "image_embeds")]:
-            torch.onnx.export(module, (x,), out / "onnx" / f"{name}.onnx", input_names=[inp],
-                              output_names=[outp], opset_version=17, dynamo=False)
+    export_vision_half(encoder, proj, torch.zeros(1, 3, size, size), out / "onnx")
 
     save_language_model(LlamaWeights(weights), cfg, out, args.q4_only)
     tokenizer_json(ckpt, out)

@@ -46,6 +46,20 @@ class SelectedLayer(torch.nn.Module):
         return out.hidden_states[self.layer][:, 1:]
 
 
+def export_vision_half(encoder, projector, pixels, onnx_dir):
+    """Writes `vision_encoder.onnx` (`pixel_values` -> `image_features`) and `projector.onnx`
+    (`image_features` -> `image_embeds`), traced on `pixels`; returns both outputs."""
+    with torch.no_grad():
+        features = encoder(pixels)
+        embeds = projector(features)
+        for module, x, name, inp, outp in [
+                (encoder, pixels, "vision_encoder", "pixel_values", "image_features"),
+                (projector, features, "projector", "image_features", "image_embeds")]:
+            torch.onnx.export(module, (x,), onnx_dir / f"{name}.onnx", input_names=[inp],
+                              output_names=[outp], opset_version=17, dynamo=False)
+    return features, embeds
+
+
 def preprocessor_config(size):
     """OpenAI CLIP's preprocessing at `size` px, as transformers writes it."""
     return {
@@ -71,14 +85,7 @@ def main():
     size = vision_cfg["image_size"]
     image = pathlib.Path(__file__).resolve().parent.parent / "fixtures/images/franz-kafka.jpg"
     pixels = torch.from_numpy(clip_preprocess(image, size)[None])
-    with torch.no_grad():
-        features = encoder(pixels)
-        embeds = projector(features)
-        for module, x, name, inp, outp in [
-                (encoder, pixels, "vision_encoder", "pixel_values", "image_features"),
-                (projector, features, "projector", "image_features", "image_embeds")]:
-            torch.onnx.export(module, (x,), out / "onnx" / f"{name}.onnx", input_names=[inp],
-                              output_names=[outp], opset_version=17, dynamo=False)
+    features, embeds = export_vision_half(encoder, projector, pixels, out / "onnx")
     for name, t in [("pixels", pixels), ("features", features), ("image_embeds", embeds)]:
         np.save(out / f"{name}.npy", np.ascontiguousarray(t.numpy()))
     (out / "preprocessor_config.json").write_text(
