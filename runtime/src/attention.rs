@@ -103,12 +103,19 @@ impl EvalOp for CachedAttention {
                 }
             }
         })?;
-        let mut output = vec![0f32; s * width];
-        for (head, rows) in by_head.chunks_exact(s * d).enumerate() {
-            for (i, row) in rows.chunks_exact(d).enumerate() {
-                output[i * width + head * d..][..d].copy_from_slice(row);
+        // `[s, heads × d]`; for one token that is the order it already has.
+        let output = match s {
+            1 => by_head,
+            _ => {
+                let mut output = vec![0f32; s * width];
+                for (head, rows) in by_head.chunks_exact(s * d).enumerate() {
+                    for (i, row) in rows.chunks_exact(d).enumerate() {
+                        output[i * width + head * d..][..d].copy_from_slice(row);
+                    }
+                }
+                output
             }
-        }
+        };
         let tensor = |shape: &[usize], data: Vec<f32>| -> TractResult<TValue> {
             Ok(tract_ndarray::ArrayD::from_shape_vec(shape, data)?
                 .into_tensor()

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, Once, PoisonError};
 
 use tract_core::tract_linalg::isa::{self, Isa};
+use tract_core::tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 use crate::crew::Crew;
-use tract_core::tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 /// The CPU features Glimpse's choices depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,9 +122,7 @@ impl Pool {
             }
         }
     }
-}
 
-impl Pool {
     /// Runs `f`, a short run of small products (one decoder step), as [`Pool::run`] does but
     /// with the pool's other workers spinning between its products instead of falling asleep
     /// ([`Crew`]); tract's own products in it run on one thread.

@@ -427,27 +427,31 @@ impl Graph {
 
     /// Runs the graph on inputs of the plan's own types; returns every output kept.
     pub fn run_values(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
+        self.run_values_in(inputs, false)
+    }
+
+    /// [`Graph::run_values`] for a short run of small products (a decoder step): the pool's
+    /// workers spin between them rather than sleep ([`Pool::run_spinning`]).
+    pub fn run_values_spinning(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
+        self.run_values_in(inputs, true)
+    }
+
+    fn run_values_in(&self, inputs: TVec<TValue>, spinning: bool) -> Result<TVec<TValue>> {
         contained(
             || {
-                self.pool
-                    .run(|| self.plan.run(inputs))
+                self.in_pool(spinning, || self.plan.run(inputs))
                     .map_err(|e| self.inference_error(format!("{e:#}")))
             },
             |reason| self.inference_error(reason),
         )
     }
 
-    /// [`Graph::run_values`] for a short run of small products (a decoder step): the pool's
-    /// workers spin between them rather than sleep ([`Pool::run_spinning`]).
-    pub fn run_values_spinning(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
-        contained(
-            || {
-                self.pool
-                    .run_spinning(|| self.plan.run(inputs))
-                    .map_err(|e| self.inference_error(format!("{e:#}")))
-            },
-            |reason| self.inference_error(reason),
-        )
+    /// Runs `f` in the graph's pool, its workers spinning between products or not.
+    fn in_pool<T: Send>(&self, spinning: bool, f: impl FnOnce() -> T + Send) -> T {
+        match spinning {
+            true => self.pool.run_spinning(f),
+            false => self.pool.run(f),
+        }
     }
 
     /// Runs once as [`Graph::run`] does (in its pool; `spinning`: as
@@ -471,11 +475,7 @@ impl Graph {
                         out
                     })
                 };
-                match spinning {
-                    true => self.pool.run_spinning(run),
-                    false => self.pool.run(run),
-                }
-                .map_err(fail)
+                self.in_pool(spinning, run).map_err(fail)
             },
             |reason| self.inference_error(reason),
         )?;
