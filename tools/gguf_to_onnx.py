@@ -10,9 +10,10 @@ The bundle follows the transformers.js decoder layout:
                                    Q4_0 (com.microsoft MatMulNBits, bits 4, blocks of 32) and
                                    accuracy_level 4: activations rounded to 8 bits, int8
                                    arithmetic, as llama.cpp computes Q4_0
-                                   Attention: one com.microsoft GroupQueryAttention node a layer
-                                   (queries and keys rotated before it), as ONNX Runtime's model
-                                   builder writes decoders
+                                   Attention: one com.microsoft GroupQueryAttention node a layer,
+                                   as ONNX Runtime's model builder writes decoders: queries, keys
+                                   and values from one product (packed), RoPE inside the op
+                                   (do_rotary, cos_cache / sin_cache tables over the context)
   tokenizer.json                   Hugging Face format, built from the GGUF's vocabulary and merges
   llm.json                         chat template, stop tokens, cache shapes
 
@@ -190,12 +191,15 @@ def linear(g, x, weight, name=None):
                 accuracy_level=4)
 
 
-def rotate(g, x, cos, sin, half):
-    """Rotate-half RoPE on the last axis."""
-    lo = g.op("Slice", x, g.ints([0]), g.ints([half]), g.ints([-1]))
-    hi = g.op("Slice", x, g.ints([half]), g.ints([2 * half]), g.ints([-1]))
-    rotated = g.op("Concat", g.op("Neg", hi), lo, axis=-1)
-    return g.op("Add", g.op("Mul", x, cos), g.op("Mul", rotated, sin))
+def rotary_tables(cfg):
+    """RoPE's cos and sin for every position the context holds, `[context, head_dim / 2]`
+    (GroupQueryAttention's `cos_cache` / `sin_cache`): angles in float32 as transformers
+    computes them, their cos and sin correctly rounded."""
+    hd = cfg["head_dim"]
+    inv_freq = (1.0 / cfg["rope_base"] ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+    angles = np.arange(cfg["context"], dtype=np.float32)[:, None] * inv_freq.astype(np.float32)
+    angles = angles.astype(np.float64)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
 def decoder_model(w, cfg, q4=False):
@@ -204,18 +208,12 @@ def decoder_model(w, cfg, q4=False):
     d, hd, heads, kvh = cfg["hidden"], cfg["head_dim"], cfg["heads"], cfg["kv_heads"]
     inputs = [
         helper.make_tensor_value_info("inputs_embeds", TensorProto.FLOAT, ["batch", "sequence", d]),
+        # Positions follow the cache (query i at past + i): the attention op rotates by those.
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "sequence"]),
     ]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
                                              ["batch", "sequence", cfg["vocab"]])]
-
-    # RoPE tables from the positions, [batch, sequence, 1, head_dim]: queries and keys are
-    # rotated as [batch, sequence, heads, head_dim].
-    inv_freq = 1.0 / cfg["rope_base"] ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
-    pos = g.op("Unsqueeze", g.op("Cast", "position_ids", to=TensorProto.FLOAT), g.ints([-1]))
-    freqs = g.op("Mul", pos, g.const(inv_freq))
-    angles = g.op("Unsqueeze", g.op("Concat", freqs, freqs, axis=-1), g.ints([2]))
-    cos, sin = g.op("Cos", angles), g.op("Sin", angles)
+    cos, sin = (g.const(t, name=n) for t, n in zip(rotary_tables(cfg), ("cos_cache", "sin_cache")))
     # GroupQueryAttention's lengths (batch 1): keys after this step, and that minus one.
     total = g.op("Cast", g.op("Add", g.op("Gather", g.op("Shape", "past_key_values.0.key"),
                                          g.ints(2), axis=0),
@@ -232,21 +230,17 @@ def decoder_model(w, cfg, q4=False):
                 name, TensorProto.FLOAT, ["batch", kvh, "past_sequence", hd]))
         x = rms_norm(g, h, w[b + "input_layernorm.weight"], cfg["rms_eps"])
 
-        def heads_rotated(weight, n):
-            y = g.op("Reshape", linear(g, x, weight), g.ints([0, 0, n, hd]))
-            return g.op("Reshape", rotate(g, y, cos, sin, hd // 2), g.ints([0, 0, n * hd]))
-
-        q = heads_rotated(w[b + "self_attn.q_proj.weight"], heads)
-        k = heads_rotated(w[b + "self_attn.k_proj.weight"], kvh)
-        v = linear(g, x, w[b + "self_attn.v_proj.weight"])
-        # ONNX Runtime's causal attention over a cache (com.microsoft): appends this step's
-        # keys and values to the cache (`present`), query i at position past + i.
+        # Queries, keys and values from one product; ONNX Runtime's causal attention over a
+        # cache (com.microsoft) rotates queries and keys (rotate-half RoPE at positions
+        # past + i) and appends this step's keys and values to the cache (`present`).
+        qkv = linear(g, x, np.concatenate([w[b + f"self_attn.{p}_proj.weight"]
+                                           for p in ("q", "k", "v")]))
         present_k, present_v = f"present.{i}.key", f"present.{i}.value"
         attn = f"attention{i}"
         g.nodes.append(helper.make_node(
-            "GroupQueryAttention", [q, k, v, past_k, past_v, seqlens, total],
+            "GroupQueryAttention", [qkv, "", "", past_k, past_v, seqlens, total, cos, sin],
             [attn, present_k, present_v], domain="com.microsoft", num_heads=heads,
-            kv_num_heads=kvh, scale=float(1.0 / np.sqrt(hd))))
+            kv_num_heads=kvh, scale=float(1.0 / np.sqrt(hd)), do_rotary=1))
         for name in (present_k, present_v):
             outputs.append(helper.make_tensor_value_info(
                 name, TensorProto.FLOAT, ["batch", kvh, "total_sequence", hd]))

@@ -15,7 +15,7 @@
 //! Q4_0 takes: [`crate::q4_matmul`]'s product, which keeps the codes packed. Other forms
 //! (zero points, bias, other widths) go to tract's own.
 //!
-//! `GroupQueryAttention` (com.microsoft) over a cache it appends to, rotary left to the graph:
+//! `GroupQueryAttention` (com.microsoft) over a cache it appends to, rotary in the op or not:
 //! [`crate::attention`]'s op, which reads the cache in place. Other forms go to tract's own.
 
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
@@ -424,18 +424,27 @@ fn group_query_attention(
     let heads: usize = node.get_attr("num_heads")?;
     let kv_heads: usize = node.get_attr("kv_num_heads")?;
     let int = |name: &str| node.get_attr_opt::<i64>(name).map(|v| v.unwrap_or(0));
-    let plain = int("do_rotary")? == 0
+    let rotary = int("do_rotary")? != 0;
+    let plain = int("rotary_interleaved")? == 0
         && int("local_window_size")? <= 0
         && int("smooth_softmax")? == 0
         && int("qk_output")? == 0
         && node.get_attr_opt::<f32>("softcap")?.unwrap_or(0.0) == 0.0
         && node.get_attr_opt::<i64>("causal")?.unwrap_or(1) != 0;
-    // query, key, value, past key, past value, seqlens_k, total_sequence_length; nothing after.
-    let inputs: Vec<bool> = tract_onnx::model::optional_inputs(node)
-        .take(node.input.len().max(7))
+    // query, key, value (or none: packed in the query), past key, past value, seqlens_k,
+    // total_sequence_length, then cos and sin caches with `do_rotary`; nothing after.
+    let given: Vec<bool> = tract_onnx::model::optional_inputs(node)
+        .take(node.input.len().max(9))
         .map(|i| i.is_some())
         .collect();
-    let cached = inputs.len() == 7 && inputs.iter().all(|&present| present);
+    let packed = !given[1] && !given[2];
+    let expected = |i: usize| match i {
+        0 | 3..=6 => true,
+        1 | 2 => !packed,
+        7 | 8 => rotary,
+        _ => false,
+    };
+    let cached = given.iter().enumerate().all(|(i, &g)| g == expected(i));
     if plain && cached && heads > 0 && kv_heads > 0 && heads.is_multiple_of(kv_heads) {
         let scale = node.get_attr_opt::<f32>("scale")?.filter(|s| *s != 0.0);
         return Ok((
@@ -443,6 +452,8 @@ fn group_query_attention(
                 heads,
                 kv_heads,
                 scale,
+                packed,
+                rotary,
             }),
             vec![],
         ));
@@ -450,12 +461,27 @@ fn group_query_attention(
     tract_own("GroupQueryAttention", ctx, node)
 }
 
-/// `GroupQueryAttention` in the form [`CachedAttention`] runs.
+/// `GroupQueryAttention` in the form [`CachedAttention`] runs. Its inputs (those given):
+/// query, key and value unless `packed`, past key, past value, the two lengths, then the
+/// cos and sin caches if `rotary`.
 #[derive(Debug, Clone)]
 struct GroupQueryAttention {
     heads: usize,
     kv_heads: usize,
     scale: Option<f32>,
+    packed: bool,
+    rotary: bool,
+}
+
+impl GroupQueryAttention {
+    /// Index of the past key among the given inputs.
+    fn past(&self) -> usize {
+        if self.packed {
+            1
+        } else {
+            3
+        }
+    }
 }
 
 impl Expansion for GroupQueryAttention {
@@ -473,11 +499,23 @@ impl Expansion for GroupQueryAttention {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 7)?;
+        let past = self.past();
+        check_input_arity(inputs, past + 4 + if self.rotary { 2 } else { 0 })?;
         check_output_arity(outputs, 3)?;
         s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)?;
-        for (out, past) in [(&outputs[1], &inputs[3]), (&outputs[2], &inputs[4])] {
+        s.equals(&outputs[0].rank, 3)?;
+        s.equals(&inputs[0].rank, 3)?;
+        for axis in [0, 1] {
+            s.equals(&outputs[0].shape[axis], &inputs[0].shape[axis])?;
+        }
+        let heads = self.heads as i64;
+        s.given(&inputs[past].shape[3], move |s, d| {
+            s.equals(&outputs[0].shape[2], d * heads)
+        })?;
+        for (out, past) in [
+            (&outputs[1], &inputs[past]),
+            (&outputs[2], &inputs[past + 1]),
+        ] {
             s.equals(&out.datum_type, &past.datum_type)?;
             s.equals(&out.rank, 4)?;
             s.equals(&past.rank, 4)?;
@@ -497,20 +535,16 @@ impl Expansion for GroupQueryAttention {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let q = model.outlet_fact(inputs[0])?.clone();
-        let width = q.shape[2]
+        let past = self.past();
+        let dt = model.outlet_fact(inputs[0])?.datum_type;
+        let d = model.outlet_fact(inputs[past])?.shape[3]
             .to_usize()
-            .with_context(|| format!("{prefix}: the query's width must be known"))?;
-        ensure!(
-            width.is_multiple_of(self.heads),
-            "{prefix}: a query {width} wide does not split into {} heads",
-            self.heads
-        );
-        let d = width / self.heads;
+            .with_context(|| format!("{prefix}: the cache's head size must be known"))?;
         let scale = self.scale.unwrap_or(1.0 / (d as f32).sqrt());
-        let dt = q.datum_type;
+        // Everything but the two lengths (the cache's and the step's shapes say them).
+        let tables = past + 4..inputs.len();
         let mut f32_inputs = tvec![];
-        for (i, &input) in inputs[..5].iter().enumerate() {
+        for (i, &input) in inputs[..past + 2].iter().chain(&inputs[tables]).enumerate() {
             f32_inputs.push(
                 model.wire_node(
                     format!("{prefix}.to_f32_{i}"),
@@ -523,6 +557,8 @@ impl Expansion for GroupQueryAttention {
             heads: self.heads,
             kv_heads: self.kv_heads,
             scale: scale.to_bits(),
+            packed: self.packed,
+            rotary: self.rotary,
         };
         let outs = model.wire_node(prefix, op, &f32_inputs)?;
         let mut wired = tvec![];

@@ -1,6 +1,6 @@
 //! AVX2 + FMA kernels, picked at run time when the CPU has both.
 
-use super::{Dot, Q8Row, BLOCK};
+use super::{prefetch_ahead, Dot, Q8Row, BLOCK};
 use std::arch::x86_64::*;
 
 /// Whether the CPU has AVX2 and FMA: the kernels below are only picked then.
@@ -26,7 +26,7 @@ impl Dot for Avx2 {
 fn dot_rows<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [&[f32]; R]) -> [f32; R] {
     let zero = [[_mm256_setzero_ps(); R]; 2];
     row_sums(even_odd(
-        codes.len(),
+        (codes, scales),
         zero,
         #[inline(always)]
         |b, acc| block(&codes[b], scales[b], b, xs, acc),
@@ -34,14 +34,19 @@ fn dot_rows<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [&[f32]; R])
 }
 
 /// Runs `block(b, acc)` over blocks `0..n`, even blocks into one set of accumulators and
-/// odd blocks into the other: two independent chains of additions.
+/// odd blocks into the other: two independent chains of additions. Prefetches the weight
+/// ahead of them.
 #[inline(always)]
 fn even_odd<const R: usize>(
-    n: usize,
+    (codes, scales): (&[[u8; 16]], &[f32]),
     mut acc: [[__m256; R]; 2],
     mut block: impl FnMut(usize, &mut [__m256; R]),
 ) -> [[__m256; R]; 2] {
+    let n = codes.len();
     for b in (0..n / 2 * 2).step_by(2) {
+        if b.is_multiple_of(4) {
+            prefetch_ahead(codes, scales, b);
+        }
         block(b, &mut acc[0]);
         block(b + 1, &mut acc[1]);
     }
@@ -117,7 +122,7 @@ fn unpack(q: &[u8; 16]) -> __m256i {
 fn dot_rows_q8<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [Q8Row; R]) -> [f32; R] {
     let zero = [[_mm256_setzero_ps(); R]; 2];
     row_sums(even_odd(
-        codes.len(),
+        (codes, scales),
         zero,
         #[inline(always)]
         |b, acc| block_q8(&codes[b], scales[b], b, &xs, acc),

@@ -6,7 +6,7 @@
 //! each four products into an `i32` lane, on top of a bias that takes off the codes' offset
 //! of 8. Four blocks cost about as many instructions as one block in the AVX2 kernel.
 
-use super::{Dot, Q8Blocks, BLOCK};
+use super::{prefetch_ahead, Dot, Q8Blocks, BLOCK};
 use std::arch::x86_64::*;
 
 /// Whether the CPU has the AVX-512 parts the kernel uses: the kernel is only picked then.
@@ -104,6 +104,7 @@ fn dot_rows<const R: usize>(codes: &[[u8; 16]], scales: &[f32], xs: [&[Group]; R
                 _mm_loadu_ps(scales.as_ptr().add(4 * g)),
             )
         };
+        prefetch_ahead(codes, scales, 4 * g);
         group(q, d, g, &xs, &mut acc[g % 2]);
     }
     let rest = codes.len() % 4;
