@@ -294,7 +294,7 @@ mod avx512;
 
 /// How far ahead of the block being multiplied the x86-64 kernels prefetch: 4 KB of codes.
 /// A decode step streams every weight once from memory, which the hardware prefetchers alone
-/// do not keep up with: a 1.4B step ran 1.6x faster with it (BENCHMARKS.md).
+/// do not keep up with: 1.4B decode ran 1.3-1.6x faster with it (BENCHMARKS.md).
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_BLOCKS: usize = 256;
 
