@@ -6,7 +6,8 @@ op, and ONNX Runtime's outputs for them: the attention op's parity fixture.
 Forms: query, key and value apart or packed in the query; RoPE in the graph before the node
 (`do_rotary` 0) or inside it (1, with `cos_cache` / `sin_cache`). Cases: a prompt, a token
 after a cache, several tokens after a cache. Inputs are seeded; the outputs are ONNX
-Runtime's (CPU). Needs numpy, onnx, onnxruntime (requirements.txt).
+Runtime's (CPU); the rotary tables are the converter's. Needs numpy, onnx, onnxruntime, gguf
+(requirements.txt, requirements-llm.txt).
 """
 
 import argparse
@@ -17,6 +18,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from gguf_to_onnx import rotary_tables
 
 HEADS, KV_HEADS, D, POSITIONS = 4, 2, 16, 12  # ORT wants head_size % 16 == 0
 CASES = [(0, 5), (5, 1), (6, 3)]  # (past, tokens)
@@ -50,10 +53,9 @@ def graph(packed, rotary):
              "past_value", "seqlens", "total"]
     attrs = dict(domain="com.microsoft", num_heads=HEADS, kv_num_heads=KV_HEADS, scale=0.3)
     if rotary:
-        angles = np.arange(POSITIONS, dtype=np.float32)[:, None] * (
-            1.0 / 10000 ** (np.arange(0, D, 2) / D)).astype(np.float32)
-        inits += [numpy_helper.from_array(np.cos(angles).astype(np.float32), "cos_cache"),
-                  numpy_helper.from_array(np.sin(angles).astype(np.float32), "sin_cache")]
+        cos, sin = rotary_tables({"head_dim": D, "rope_base": 10000.0, "context": POSITIONS})
+        inits += [numpy_helper.from_array(cos, "cos_cache"),
+                  numpy_helper.from_array(sin, "sin_cache")]
         names += ["cos_cache", "sin_cache"]
         attrs["do_rotary"] = 1
     nodes.append(helper.make_node("GroupQueryAttention", names,
