@@ -2,6 +2,7 @@
 
     /work/cache/llamacpp-venv/bin/python tools/make_mmproj.py /tmp/mmproj-f32.gguf
     /work/cache/llamacpp-venv/bin/python tools/make_mmproj.py /tmp/mmproj-f16.gguf --f16
+    /work/cache/llamacpp-venv/bin/python tools/make_mmproj.py /tmp/mmproj-q8.gguf --q8
 
 For benchmarking only (benches/compare_mmproj.py): llama.cpp's vision encoder on the same shapes
 as Glimpse's seeded ViT-L/14@336 tower (tools/make_vlm.py real); no trained weights exist here.
@@ -12,13 +13,14 @@ mmproj: 336 px, patch 14, width 1024, 16 heads, FFN 4096, eps 1e-5, quick_gelu (
 LLaVA / MobileVLM (HF `hidden_states[-2][:, 1:]`): the last of --layers blocks is not written,
 block_count = layers - 1 and `clip.vision.feature_layer` = [layers - 1], so clip.cpp runs
 exactly layers - 1 blocks (without that key it would stop one block earlier, at n_layer - 1).
-Weights f32 (the patch conv too), or --f16 for 2-D/4-D weights as llama.cpp's usual mmproj.
+Weights f32 (the patch conv too), or --f16 for 2-D/4-D weights as llama.cpp's usual mmproj,
+or --q8 for 2-D weights in Q8_0 (the patch conv f16), llama.cpp's 8-bit form.
 """
 
 import argparse
 
 import numpy as np
-from gguf import GGUFWriter
+from gguf import GGMLQuantizationType, GGUFWriter, quants
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -31,6 +33,7 @@ def main():
     ap.add_argument("--out-width", type=int, default=576, help="projector output width")
     ap.add_argument("--layers", type=int, default=24, help="ViT depth (features from layers - 1)")
     ap.add_argument("--f16", action="store_true", help="f16 weight matrices (default f32)")
+    ap.add_argument("--q8", action="store_true", help="Q8_0 weight matrices, f16 patch conv")
     args = ap.parse_args()
     assert args.layers >= 2, "the penultimate layer needs at least 2 layers"
     blocks = args.layers - 1
@@ -39,7 +42,7 @@ def main():
     w = GGUFWriter(args.out, arch="clip")
     w.add_name("glimpse-seeded-clip-vit-l-14-336")
     w.add_description("image encoder for LLaVA (seeded random weights, benchmark only)")
-    w.add_file_type(1 if args.f16 else 0)
+    w.add_file_type(7 if args.q8 else 1 if args.f16 else 0)
     w.add_bool("clip.has_vision_encoder", True)
     w.add_bool("clip.has_text_encoder", False)
     w.add_bool("clip.has_llava_projector", True)
@@ -62,7 +65,11 @@ def main():
             t = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
         else:
             t = np.full(shape, fill, dtype=np.float32)
-        if args.f16 and name.endswith(".weight") and t.ndim >= 2:
+        if args.q8 and name.endswith(".weight") and t.ndim == 2:
+            q = quants.quantize(t, GGMLQuantizationType.Q8_0)
+            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=GGMLQuantizationType.Q8_0)
+            return
+        if (args.f16 or args.q8) and name.endswith(".weight") and t.ndim >= 2:
             t = t.astype(np.float16)
         w.add_tensor(name, t)
 
@@ -93,7 +100,7 @@ def main():
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    print(f"{args.out}: {blocks} of {args.layers} blocks, {'f16' if args.f16 else 'f32'}, "
+    print(f"{args.out}: {blocks} of {args.layers} blocks, {'q8_0' if args.q8 else 'f16' if args.f16 else 'f32'}, "
           f"{(IMAGE // PATCH) ** 2} tokens x {args.out_width}")
 
 

@@ -8,6 +8,8 @@ penultimate layer's patch tokens, class token dropped, as MobileVLM and LLaVA ta
 `onnx/projector.onnx` (LDPv2 from tools/make_projectors.py, output width = the language model's
 hidden size), `preprocessor_config.json`, and the references: `pixels.npy` (PIL's CLIP
 preprocessing of fixtures/images/franz-kafka.jpg), `features.npy` and `image_embeds.npy`.
+Also the encoder in int8 as `tools/quantize.py` makes it (ONNX Runtime `quantize_dynamic`:
+`onnx/vision_encoder_quantized.onnx`) and ONNX Runtime's features from it, `features_int8.npy`.
 Tiny: 48 px, patch 2 (the real 24 x 24 grid), width 32, 3 layers; projector to 576, SmolLM2's
 width, so the bundle runs with the real SmolLM2 (tools/smollm2.sh). Real: ViT-L/14@336 (24
 layers, width 1024), projector to 2048 (MobileLLaMA-1.4B).
@@ -60,6 +62,20 @@ def export_vision_half(encoder, projector, pixels, onnx_dir):
     return features, embeds
 
 
+def quantized_encoder(onnx_dir, pixels):
+    """Writes `vision_encoder_quantized.onnx` as tools/quantize.py does; returns ONNX Runtime's
+    features from it (graph optimisations off: the file's own arithmetic)."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    src, dst = onnx_dir / "vision_encoder.onnx", onnx_dir / "vision_encoder_quantized.onnx"
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Gemm", "Gather"])
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(dst), opts, providers=["CPUExecutionProvider"])
+    return session.run(["image_features"], {"pixel_values": pixels})[0]
+
+
 def preprocessor_config(size):
     """OpenAI CLIP's preprocessing at `size` px, as transformers writes it."""
     return {
@@ -86,7 +102,9 @@ def main():
     image = pathlib.Path(__file__).resolve().parent.parent / "fixtures/images/franz-kafka.jpg"
     pixels = torch.from_numpy(clip_preprocess(image, size)[None])
     features, embeds = export_vision_half(encoder, projector, pixels, out / "onnx")
-    for name, t in [("pixels", pixels), ("features", features), ("image_embeds", embeds)]:
+    features_int8 = quantized_encoder(out / "onnx", pixels.numpy())
+    for name, t in [("pixels", pixels), ("features", features), ("image_embeds", embeds),
+                    ("features_int8", torch.from_numpy(features_int8))]:
         np.save(out / f"{name}.npy", np.ascontiguousarray(t.numpy()))
     (out / "preprocessor_config.json").write_text(
         json.dumps(preprocessor_config(size), indent=2) + "\n")

@@ -25,7 +25,8 @@ def graphs(bundle):
     if manifest.exists():
         m = json.loads(manifest.read_text())
         return [bundle / m[t]["graph"] for t in ("vision", "text") if t in m]
-    return [p for p in (bundle / "onnx").glob("*_model.onnx")]
+    # CLIP towers (`*_model.onnx`) and a VLM's vision encoder (its projector stays f32).
+    return sorted([*(bundle / "onnx").glob("*_model.onnx"), *(bundle / "onnx").glob("vision_encoder.onnx")])
 
 
 class NoiseReader(CalibrationDataReader):

@@ -67,6 +67,9 @@ enum Command {
         iters: usize,
         #[arg(long, default_value_t = glimpse::cpu::default_threads())]
         threads: usize,
+        /// The int8 `onnx/vision_encoder_quantized.onnx` (`tools/quantize.py DIR`).
+        #[arg(long)]
+        quantized: bool,
     },
     /// Prefill and greedy decode speed of a language model bundle; prints JSON.
     Llm {
@@ -139,7 +142,8 @@ fn main() -> glimpse::Result<()> {
             dir,
             iters,
             threads,
-        } => vision_encode(&dir, iters, threads),
+            quantized,
+        } => vision_encode(&dir, iters, threads, quantized),
         Command::Llm {
             model,
             prompt,
@@ -220,9 +224,10 @@ fn print_profile(what: &str, times: &[glimpse::NodeTime]) {
     }
 }
 
-fn vision_encode(dir: &Path, iters: usize, threads: usize) -> glimpse::Result<()> {
+fn vision_encode(dir: &Path, iters: usize, threads: usize, quantized: bool) -> glimpse::Result<()> {
     let opts = LoadOptions {
         threads,
+        quantized,
         ..LoadOptions::default()
     };
     let t = Instant::now();
@@ -242,12 +247,42 @@ fn vision_encode(dir: &Path, iters: usize, threads: usize) -> glimpse::Result<()
     let project_ms = median_ms(iters, || {
         projector.project(&features).unwrap();
     });
+    let peak_rss_mb = peak_rss_mb();
+    // The int8 features' closeness to the f32 graph's, patch by patch (after timing).
+    let cosine = match quantized {
+        true => {
+            let f32_opts = LoadOptions {
+                quantized: false,
+                ..opts
+            };
+            let reference = VisionEncoder::load_with(dir, f32_opts)?.encode(&image)?;
+            let width = encoder.output_shape().1;
+            let cos: Vec<f64> = features
+                .chunks(width)
+                .zip(reference.chunks(width))
+                .map(|(a, b)| cosine(a, b))
+                .collect();
+            let mean = cos.iter().sum::<f64>() / cos.len() as f64;
+            json!({"min": cos.iter().copied().fold(1.0, f64::min), "mean": mean})
+        }
+        false => json!(null),
+    };
     println!(
         "{}",
-        json!({"threads": threads, "load_ms": load_ms, "encode_ms": encode_ms, "project_ms": project_ms,
-               "peak_rss_mb": peak_rss_mb()})
+        json!({"threads": threads, "quantized": quantized, "load_ms": load_ms, "encode_ms": encode_ms, "project_ms": project_ms,
+               "peak_rss_mb": peak_rss_mb, "patch_cosine_to_f32": cosine})
     );
     Ok(())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot = |x: &[f32], y: &[f32]| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| *p as f64 * *q as f64)
+            .sum::<f64>()
+    };
+    dot(a, b) / (dot(a, a) * dot(b, b)).sqrt()
 }
 
 /// This process's peak resident memory (Linux `VmHWM`), in MB.

@@ -49,6 +49,15 @@ pub(crate) fn int8_products_in_f32() -> bool {
         && !native.has(Isa::X86_64AvxVnni)
 }
 
+/// Whether Glimpse runs int8 matrix products with constant weights in its own packed kernel
+/// ([`crate::int8_matmul`]): on x86-64 with AVX-512 VNNI, where it is the one written.
+pub(crate) fn int8_products_packed() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return crate::int8_matmul::kernel_available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 fn native_isa() -> isa::IsaSet {
     prepare();
     isa::native()

@@ -160,11 +160,11 @@ impl Crew {
 
 /// Splits `out` (rows of `row_len`) over the current run's workers, `f(first_row, rows)`
 /// filling each piece: the run's [`Crew`] if it has one, else tract's pool.
-pub(crate) fn par_rows(
-    out: &mut [f32],
+pub(crate) fn par_rows<T: Send>(
+    out: &mut [T],
     row_len: usize,
     cost: usize,
-    f: impl Fn(usize, &mut [f32]) + Sync,
+    f: impl Fn(usize, &mut [T]) + Sync,
 ) -> TractResult<()> {
     let crew = CURRENT.with(Cell::get);
     let n_rows = out.len() / row_len;
@@ -191,7 +191,7 @@ pub(crate) fn par_rows(
         // SAFETY: chunk `i` runs once, on one thread, and chunks do not overlap; `out` is
         // borrowed until `run` returns, after every chunk.
         let rows =
-            unsafe { std::slice::from_raw_parts_mut((base as *mut f32).add(start), end - start) };
+            unsafe { std::slice::from_raw_parts_mut((base as *mut T).add(start), end - start) };
         f(i * chunk_rows, rows);
     });
     Ok(())

@@ -322,7 +322,8 @@ impl GraphFile {
                     .transform(&mut typed)?;
                 typed.declutter()?;
             }
-            if crate::rewrite::fold_quantized_rows(&mut typed)? > 0 {
+            let folded = crate::rewrite::fold_quantized_rows(&mut typed)?;
+            if folded + crate::rewrite::fuse_int8_rescale(&mut typed)? > 0 {
                 typed.compact()?;
             }
             // Not into_optimized: its declutter would undo the fold.

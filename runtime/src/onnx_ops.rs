@@ -9,7 +9,11 @@
 //! ([`crate::cpu::int8_products_in_f32`]): the same product of zero-point-centred integers,
 //! computed in f32. Constant weights are centred and converted once, while the graph is built;
 //! the activations per run. Integer sums are exact in f32 up to 2^24 and within
-//! a few units in 10^7 past that, far below the quantisation error itself.
+//! a few units in 10^7 past that, far below the quantisation error itself. Where the CPU has
+//! AVX-512 VNNI ([`crate::cpu::int8_products_packed`]), a constant weight goes to
+//! [`crate::int8_matmul`]'s packed int8 product instead.
+//!
+//! `DynamicQuantizeLinear`: [`crate::dynamic_quantize`]'s, in vectorised passes.
 //!
 //! `MatMulNBits` (com.microsoft) with 4-bit symmetric blocks of 32, the form llama.cpp's
 //! Q4_0 takes: [`crate::q4_matmul`]'s product, which keeps the codes packed. Other forms
@@ -28,6 +32,8 @@ use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 use tract_onnx::tract_hir::ops::matmul::{compute_shapes, MatMulInference};
 
 use crate::attention::CachedAttention;
+use crate::dynamic_quantize::DynamicQuantize;
+use crate::int8_matmul::{Int8MatMul, Int8Weight};
 use crate::q4_matmul::{Q4MatMul, Q4Weight, BLOCK};
 
 /// tract's ONNX front end with Glimpse's operators registered over its own. Intermediate
@@ -43,8 +49,13 @@ fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Flatten", flatten);
     reg.insert("MatMulNBits", mat_mul_nbits);
     reg.insert("GroupQueryAttention", group_query_attention);
+    reg.insert("DynamicQuantizeLinear", |_, _| {
+        Ok((expand(DynamicQuantizeLinear), vec![]))
+    });
     if crate::cpu::int8_products_in_f32() {
         reg.insert("MatMulInteger", mat_mul_integer_in_f32);
+    } else if crate::cpu::int8_products_packed() {
+        reg.insert("MatMulInteger", mat_mul_integer_packed);
     }
 }
 
@@ -116,25 +127,115 @@ impl Expansion for Flatten {
     }
 }
 
+/// `DynamicQuantizeLinear` as [`DynamicQuantize`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct DynamicQuantizeLinear;
+
+impl Expansion for DynamicQuantizeLinear {
+    fn name(&self) -> StaticName {
+        "DynamicQuantizeLinear".into()
+    }
+
+    fn nboutputs(&self) -> TractResult<usize> {
+        Ok(3)
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 3)?;
+        s.equals(&inputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].datum_type, u8::datum_type())?;
+        s.equals(&outputs[0].shape, &inputs[0].shape)?;
+        s.equals(&outputs[1].datum_type, f32::datum_type())?;
+        s.equals(&outputs[1].rank, 0)?;
+        s.equals(&outputs[2].datum_type, u8::datum_type())?;
+        s.equals(&outputs[2].rank, 0)
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        model.wire_node(prefix, DynamicQuantize, inputs)
+    }
+}
+
 fn mat_mul_integer_in_f32(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let mut zero_points = tract_onnx::model::optional_inputs(node).skip(2);
-    let op = MatMulIntegerInF32 {
-        a_zero_point: zero_points.next().flatten(),
-        b_zero_point: zero_points.next().flatten(),
-    };
-    Ok((expand(op), vec![]))
+    Ok((expand(IntegerProduct::of(node, false)), vec![]))
 }
 
-/// ONNX `MatMulInteger` (`i32` out), computed as `(a - a0) × (b - b0)` in f32.
+fn mat_mul_integer_packed(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((expand(IntegerProduct::of(node, true)), vec![]))
+}
+
+/// ONNX `MatMulInteger` (`i32` out): with `packed`, [`Int8MatMul`] where the weight is a
+/// constant and `a`'s zero point one value; otherwise `(a - a0) × (b - b0)` in f32.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
-struct MatMulIntegerInF32 {
+struct IntegerProduct {
     /// Input index of the zero point of `a` (a scalar or one per row), if present.
     a_zero_point: Option<usize>,
     /// Input index of the zero point of `b` (a scalar or one per column), if present.
     b_zero_point: Option<usize>,
+    packed: bool,
+}
+
+impl IntegerProduct {
+    fn of(node: &NodeProto, packed: bool) -> Self {
+        let mut zero_points = tract_onnx::model::optional_inputs(node).skip(2);
+        IntegerProduct {
+            a_zero_point: zero_points.next().flatten(),
+            b_zero_point: zero_points.next().flatten(),
+            packed,
+        }
+    }
+
+    /// The [`Int8MatMul`] and its inputs, if `packed` and it takes these.
+    fn packed(
+        &self,
+        model: &TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<Option<(Int8MatMul, TVec<OutletId>)>> {
+        let konst = |i: usize| -> TractResult<Option<Arc<Tensor>>> {
+            Ok(model.outlet_fact(inputs[i])?.konst.clone())
+        };
+        let b_zero = match self.b_zero_point {
+            Some(i) => match konst(i)? {
+                Some(z) => Some(z),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let Some(b) = konst(1)?.filter(|_| self.packed) else {
+            return Ok(None);
+        };
+        let mut wired = tvec![inputs[0]];
+        if let Some(a0) = self.a_zero_point.map(|i| inputs[i]) {
+            if model.outlet_fact(a0)?.shape.volume() != 1.to_dim() {
+                return Ok(None);
+            }
+            wired.push(a0);
+        }
+        let weight = Int8Weight::new(&b, b_zero.as_deref())?;
+        let op = Int8MatMul {
+            weight: Arc::new(weight),
+            zero_point: wired.len() == 2,
+            scaled: false,
+        };
+        Ok(Some((op, wired)))
+    }
 }
 
 /// `x - zero_point` in f32; a per-row zero point of `a` (`[m]`) becomes `[m, 1]`. Constant
@@ -188,9 +289,9 @@ fn centred(
     Ok(model.wire_node(format!("{name}.centred"), sub(), &xz)?[0])
 }
 
-impl Expansion for MatMulIntegerInF32 {
+impl Expansion for IntegerProduct {
     fn name(&self) -> StaticName {
-        "MatMulIntegerInF32".into()
+        "MatMulInteger".into()
     }
 
     fn rules<'r, 'p: 'r, 's: 'r>(
@@ -215,6 +316,9 @@ impl Expansion for MatMulIntegerInF32 {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
+        if let Some((op, inputs)) = self.packed(model, inputs)? {
+            return model.wire_node(prefix, op, &inputs);
+        }
         let a_zero = self.a_zero_point.map(|i| inputs[i]);
         let b_zero = self.b_zero_point.map(|i| inputs[i]);
         let a = centred(&format!("{prefix}.a"), model, inputs[0], a_zero, true)?;
@@ -274,9 +378,10 @@ mod tests {
             };
             let a0 = model.add_const("a0", tensor1(&a0))?;
             let b0 = model.add_const("b0", tensor1(&b0))?;
-            let op = MatMulIntegerInF32 {
+            let op = IntegerProduct {
                 a_zero_point: Some(2),
                 b_zero_point: Some(3),
+                packed: false,
             };
             let c = op.wire("mm", &mut model, &[a_in, b_in, a0, b0])?;
             model.select_output_outlets(&c)?;
@@ -302,9 +407,10 @@ mod tests {
         let b = model.add_const("b", Tensor::zero::<i8>(&[3, 4])?)?;
         let a0 = model.add_const("a0", tensor0(0u8))?;
         let b0 = model.add_const("b0", tensor1(&[0i8; 3]))?;
-        let op = MatMulIntegerInF32 {
+        let op = IntegerProduct {
             a_zero_point: Some(2),
             b_zero_point: Some(3),
+            packed: false,
         };
         let err = op.wire("mm", &mut model, &[a, b, a0, b0]).unwrap_err();
         assert!(format!("{err:#}").contains("zero point [3]"), "{err:#}");

@@ -31,18 +31,24 @@ impl VisionEncoder {
         Self::load_with(dir, LoadOptions::default())
     }
 
-    /// [`Self::load`] with `opts.threads` and `opts.max_model_bytes`.
+    /// [`Self::load`] with `opts.threads`, `opts.max_model_bytes` and `opts.quantized` (the
+    /// int8 `onnx/vision_encoder_quantized.onnx`, where there is one).
     pub fn load_with(dir: impl AsRef<Path>, opts: LoadOptions) -> Result<Self> {
         let pool = Pool::new(opts.threads);
-        Self::load_in(dir.as_ref(), opts.max_model_bytes, &pool)
+        Self::load_in(dir.as_ref(), opts, &pool)
     }
 
-    pub(crate) fn load_in(dir: &Path, max_bytes: u64, pool: &Pool) -> Result<Self> {
+    pub(crate) fn load_in(dir: &Path, opts: LoadOptions, pool: &Pool) -> Result<Self> {
         let pre_path = dir.join("preprocessor_config.json");
         let pre_text = std::fs::read_to_string(&pre_path).map_err(|e| Error::io(&pre_path, e))?;
         let preprocess =
             PreprocessConfig::from_hf_json(&pre_text).map_err(|r| Error::bundle(&pre_path, r))?;
-        let file = GraphFile::open(&bundle_graph(dir, "vision_encoder.onnx", max_bytes)?)?;
+        let int8 = "vision_encoder_quantized.onnx";
+        let name = match opts.quantized && dir.join("onnx").join(int8).is_file() {
+            true => int8,
+            false => "vision_encoder.onnx",
+        };
+        let file = GraphFile::open(&bundle_graph(dir, name, opts.max_model_bytes)?)?;
         file.input("pixel_values")?;
         file.require_output("image_features")?;
         let (w, h) = preprocess.output_size();

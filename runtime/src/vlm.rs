@@ -57,7 +57,7 @@ impl VisionLanguageModel {
             split_template(&text).map_err(|r| Error::bundle(&manifest, r))?;
 
         let pool = crate::cpu::Pool::new(opts.threads);
-        let encoder = VisionEncoder::load_in(dir, opts.max_model_bytes, &pool)?;
+        let encoder = VisionEncoder::load_in(dir, opts, &pool)?;
         let projector = Projector::load_spec(
             &bundle_graph(dir, "projector.onnx", opts.max_model_bytes)?,
             &pool,

@@ -1,0 +1,438 @@
+//! int8 matrix products: ONNX `MatMulInteger` with a constant weight, the form ONNX Runtime's
+//! `quantize_dynamic` writes (`u8` activations quantised at run time, `i8` weights).
+//!
+//! Hand-written because tract 0.23 wires `MatMulInteger` as a product plus the zero-point
+//! corrections computed on every run (`Reduce<Sum>` over the activations and the weights,
+//! casts), which on ViT-L took as long as the product itself. Here the weight is packed once,
+//! at load, for AVX-512 VNNI's `vpdpbusd` (`u8 × i8`, four products summed into each `i32`
+//! lane): panels of sixteen columns, four `k` a lane. Its column sums are kept too, so the
+//! zero points cost one pass over the output:
+//!
+//! `Σ (a - a0)(w - w0) = Σ a·w - a0 Σ w - w0 Σ a + k a0 w0`,
+//!
+//! with `Σ a` taken only when a weight zero point is not 0. `i8` activations and `u8` weights
+//! are shifted by 128 into that form, their zero points with them. Integer sums are exact.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
+
+use crate::crew::par_rows;
+
+/// Columns a panel: one `i32` vector of sixteen lanes.
+const PANEL: usize = 16;
+
+/// Four `k` of a panel's sixteen columns: byte `4l + t` is row `4q + t` of column `16p + l`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(64))]
+struct Quad([i8; 64]);
+
+/// A constant `[k, n]` int8 weight, packed for the product.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Int8Weight {
+    k: usize,
+    n: usize,
+    /// `k` rounded up to four; rows past `k` are zero.
+    kp: usize,
+    /// Panel `p`'s quads are `quads[p · kp / 4..][..kp / 4]`; columns past `n` are zero.
+    quads: Vec<Quad>,
+    /// Each column's sum of the stored (signed) weights.
+    sums: Vec<i32>,
+    /// Each column's zero point, shifted as the weights are.
+    zero: Vec<i32>,
+}
+
+impl Int8Weight {
+    /// From `MatMulInteger`'s `b` (`[k, n]`, `i8` or `u8`) and its zero point (a scalar, one
+    /// per column, or none).
+    pub(crate) fn new(b: &Tensor, zero_point: Option<&Tensor>) -> TractResult<Self> {
+        ensure!(
+            b.rank() == 2,
+            "int8 weight: shape {:?}, want [k, n]",
+            b.shape()
+        );
+        let (k, n) = (b.shape()[0], b.shape()[1]);
+        ensure!(k > 0 && n > 0, "int8 weight: empty, [{k}, {n}]");
+        let shift = match b.datum_type() {
+            DatumType::I8 => 0,
+            DatumType::U8 => 128,
+            dt => bail!("int8 weight: {dt:?}, want i8 or u8"),
+        };
+        let stored: Vec<i8> = b
+            .cast_to::<i32>()?
+            .try_as_plain_ram()?
+            .as_slice::<i32>()?
+            .iter()
+            .map(|&w| (w - shift) as i8)
+            .collect();
+        let zero: Vec<i32> = match zero_point {
+            None => vec![-shift; n],
+            Some(z) => {
+                ensure!(
+                    z.datum_type() == b.datum_type() && (z.len() == 1 || z.shape() == [n]),
+                    "int8 weight [{k}, {n}]: zero point {:?} {:?}",
+                    z.datum_type(),
+                    z.shape()
+                );
+                let z = z.cast_to::<i32>()?;
+                let z = z.try_as_plain_ram()?;
+                let z = z.as_slice::<i32>()?;
+                (0..n).map(|c| z[c % z.len()] - shift).collect()
+            }
+        };
+        let kp = k.next_multiple_of(4);
+        let panels = n.div_ceil(PANEL);
+        let mut quads = vec![Quad([0; 64]); panels * kp / 4];
+        for (p, panel) in quads.chunks_exact_mut(kp / 4).enumerate() {
+            for (q, quad) in panel.iter_mut().enumerate() {
+                for l in 0..PANEL.min(n - p * PANEL) {
+                    for t in 0..4.min(k - 4 * q) {
+                        quad.0[4 * l + t] = stored[(4 * q + t) * n + p * PANEL + l];
+                    }
+                }
+            }
+        }
+        let sums = (0..n)
+            .map(|c| (0..k).map(|r| stored[r * n + c] as i32).sum())
+            .collect();
+        Ok(Int8Weight {
+            k,
+            n,
+            kp,
+            quads,
+            sums,
+            zero,
+        })
+    }
+
+    /// `y[m][c] = Σ_r (a[m][r] - a0)(w[r][c] - w0[c])` for `a` of `m` rows of `k` (`u8`, or
+    /// `i8` with `signed`); `y` is `[m, n]`. With a `scale`, each sum becomes the bits of the
+    /// f32 `sum as f32 · scale` (what `Mul(Cast(y), scale)` computes). Rows are split over
+    /// the graph's threads.
+    pub(crate) fn matmul(
+        &self,
+        a: &[u8],
+        signed: bool,
+        a0: i32,
+        scale: Option<f32>,
+        m: usize,
+        y: &mut [i32],
+    ) -> TractResult<()> {
+        ensure!(a.len() == m * self.k && y.len() == m * self.n);
+        // Rows padded to `kp`, `i8` shifted to `u8`: a copy only when either is needed.
+        let (a, a0) = if signed || self.kp != self.k {
+            let flip = if signed { 0x80 } else { 0 };
+            let mut padded = vec![0u8; m * self.kp];
+            for (to, from) in padded.chunks_exact_mut(self.kp).zip(a.chunks_exact(self.k)) {
+                to.iter_mut().zip(from).for_each(|(t, f)| *t = f ^ flip);
+            }
+            (
+                std::borrow::Cow::Owned(padded),
+                a0 + if signed { 128 } else { 0 },
+            )
+        } else {
+            (std::borrow::Cow::Borrowed(a), a0)
+        };
+        let cost = m * self.n * self.k;
+        par_rows(y, self.n, cost, |first, out| {
+            let rows = out.len() / self.n;
+            let a = &a[first * self.kp..][..rows * self.kp];
+            self.product(a, rows, out);
+            self.correct(a, a0, out);
+            if let Some(scale) = scale {
+                out.iter_mut()
+                    .for_each(|v| *v = (*v as f32 * scale).to_bits() as i32);
+            }
+        })
+    }
+
+    /// `out = Σ a·w` (the stored weights) for `rows` padded rows of `a`.
+    fn product(&self, a: &[u8], rows: usize, out: &mut [i32]) {
+        #[cfg(target_arch = "x86_64")]
+        if avx512::available() {
+            // SAFETY: the CPU has the kernel's features; shapes as `matmul` checked them.
+            return unsafe { avx512::product(self, a, rows, out) };
+        }
+        portable_product(self, a, rows, out)
+    }
+
+    /// Takes the zero points off `out`'s raw sums (the formula in the module's comment).
+    fn correct(&self, a: &[u8], a0: i32, out: &mut [i32]) {
+        let k = self.k as i32;
+        let weight_zero = self.zero.iter().any(|&z| z != 0);
+        for (row, y) in a.chunks_exact(self.kp).zip(out.chunks_exact_mut(self.n)) {
+            let row_sum: i32 = match weight_zero {
+                true => row.iter().map(|&v| v as i32).sum(),
+                false => 0,
+            };
+            for ((y, &s), &z) in y.iter_mut().zip(&self.sums).zip(&self.zero) {
+                *y = y
+                    .wrapping_sub(a0.wrapping_mul(s))
+                    .wrapping_sub(z.wrapping_mul(row_sum))
+                    .wrapping_add(k.wrapping_mul(a0).wrapping_mul(z));
+            }
+        }
+    }
+}
+
+/// [`Int8Weight::product`] lane by lane, where no kernel applies (and as the kernels'
+/// reference in tests).
+fn portable_product(w: &Int8Weight, a: &[u8], rows: usize, out: &mut [i32]) {
+    let per_panel = w.kp / 4;
+    for (row, y) in a
+        .chunks_exact(w.kp)
+        .zip(out.chunks_exact_mut(w.n))
+        .take(rows)
+    {
+        for (p, panel) in w.quads.chunks_exact(per_panel).enumerate() {
+            let mut acc = [0i32; PANEL];
+            for (quad, x) in panel.iter().zip(row.chunks_exact(4)) {
+                for (l, acc) in acc.iter_mut().enumerate() {
+                    let w = &quad.0[4 * l..][..4];
+                    *acc += x
+                        .iter()
+                        .zip(w)
+                        .map(|(&a, &w)| a as i32 * w as i32)
+                        .sum::<i32>();
+                }
+            }
+            let cols = PANEL.min(w.n - p * PANEL);
+            y[p * PANEL..][..cols].copy_from_slice(&acc[..cols]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// Whether this CPU runs a kernel rather than [`portable_product`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn kernel_available() -> bool {
+    avx512::available()
+}
+
+/// The graph operator: `MatMulInteger(a, w, a0, w0)` with `w` and `w0` held by the operator.
+/// Inputs: `a` (`[.., k]`, `u8` or `i8`), then its zero point if `zero_point`, then if
+/// `scaled` an f32 scale: the output is then f32, `Mul(Cast(product), scale)` in one pass
+/// ([`crate::rewrite::fuse_int8_rescale`]); `i32` otherwise.
+#[derive(Debug, Clone)]
+pub(crate) struct Int8MatMul {
+    pub(crate) weight: Arc<Int8Weight>,
+    pub(crate) zero_point: bool,
+    pub(crate) scaled: bool,
+}
+
+impl PartialEq for Int8MatMul {
+    fn eq(&self, other: &Self) -> bool {
+        (self.zero_point, self.scaled) == (other.zero_point, other.scaled)
+            && (Arc::ptr_eq(&self.weight, &other.weight) || self.weight == other.weight)
+    }
+}
+
+impl Eq for Int8MatMul {}
+
+impl Op for Int8MatMul {
+    fn name(&self) -> StaticName {
+        "Int8MatMul".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "weight [{}, {}] int8",
+            self.weight.k, self.weight.n
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Int8MatMul {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (k, n) = (self.weight.k, self.weight.n);
+        let a = &inputs[0];
+        let shape = a.shape();
+        ensure!(
+            shape.last() == Some(&k),
+            "Int8MatMul: input {shape:?}, weight takes {k}"
+        );
+        let one = |t: &TValue, what: &str| {
+            ensure!(t.len() == 1, "Int8MatMul: {what} {:?}", t.shape());
+            Ok(())
+        };
+        let a0 = match self.zero_point {
+            true => {
+                one(&inputs[1], "zero point")?;
+                inputs[1].cast_to_scalar::<i32>()?
+            }
+            false => 0,
+        };
+        let scale = match self.scaled {
+            true => {
+                let s = &inputs[1 + self.zero_point as usize];
+                one(s, "scale")?;
+                Some(s.cast_to_scalar::<f32>()?)
+            }
+            false => None,
+        };
+        let signed = a.datum_type() == i8::datum_type();
+        let m = a.len() / k;
+        let mut y_shape: TVec<usize> = shape.into();
+        if let Some(last) = y_shape.last_mut() {
+            *last = n;
+        }
+        // SAFETY: `matmul` writes every element before the tensor is read; f32 and i32 have
+        // one size and alignment, so the scaled output's bits are written through `i32`s.
+        let mut y = unsafe {
+            match self.scaled {
+                true => Tensor::uninitialized::<f32>(&y_shape)?,
+                false => Tensor::uninitialized::<i32>(&y_shape)?,
+            }
+        };
+        {
+            let a = a.try_as_plain_ram()?;
+            let a: &[u8] = match signed {
+                true => bytemuck_i8(a.as_slice::<i8>()?),
+                false => a.as_slice::<u8>()?,
+            };
+            let mut y = y.try_as_plain_ram_mut()?;
+            let y = y.as_bytes_mut();
+            // SAFETY: the tensor's buffer is aligned for its 4-byte elements.
+            let y = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr().cast(), y.len() / 4) };
+            self.weight.matmul(a, signed, a0, scale, m, y)?;
+        }
+        Ok(tvec![y.into_tvalue()])
+    }
+}
+
+/// `i8`s as the bytes they are.
+fn bytemuck_i8(a: &[i8]) -> &[u8] {
+    // SAFETY: `i8` and `u8` have one size and alignment, and every bit pattern is valid.
+    unsafe { std::slice::from_raw_parts(a.as_ptr().cast(), a.len()) }
+}
+
+impl TypedOp for Int8MatMul {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let a = inputs[0];
+        ensure!(
+            [u8::datum_type(), i8::datum_type()].contains(&a.datum_type),
+            "Int8MatMul takes u8 or i8, got {:?}",
+            a.datum_type
+        );
+        let mut shape = a.shape.to_tvec();
+        ensure!(
+            shape.last() == Some(&self.weight.k.to_dim()),
+            "Int8MatMul: input {:?}, weight takes {}",
+            a.shape,
+            self.weight.k
+        );
+        if let Some(last) = shape.last_mut() {
+            *last = self.weight.n.to_dim();
+        }
+        Ok(tvec![match self.scaled {
+            true => f32::fact(shape),
+            false => i32::fact(shape),
+        }])
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let rows: TDim = inputs[0].shape.iter().rev().skip(1).product();
+        Ok(tvec![(
+            Cost::FMA(i32::datum_type()),
+            rows * (self.weight.n * self.weight.k)
+        )])
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against the plain integer definition, for every combination of activation and weight
+    /// types, zero points (none, scalar, per column), `k` not a multiple of four, columns not
+    /// a multiple of sixteen, and row counts that take every tile height; through the kernel
+    /// this CPU runs and the portable one.
+    #[test]
+    fn matches_the_integer_product() {
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u8
+        };
+        for (k, n) in [(7, 5), (64, 16), (37, 70), (130, 33)] {
+            for (signed_a, signed_w) in [(false, true), (true, true), (false, false), (true, false)]
+            {
+                let raw_w: Vec<u8> = (0..k * n).map(|_| next()).collect();
+                let w = match signed_w {
+                    true => tensor1(&raw_w.iter().map(|&v| v as i8).collect::<Vec<_>>()),
+                    false => tensor1(&raw_w),
+                }
+                .into_shape(&[k, n])
+                .unwrap();
+                let value = |v: u8, signed: bool| if signed { v as i8 as i32 } else { v as i32 };
+                let per_column: Vec<u8> = (0..n).map(|_| next()).collect();
+                let zero_points: [Option<Vec<u8>>; 3] =
+                    [None, Some(vec![next()]), Some(per_column)];
+                for w0 in zero_points {
+                    let w0_tensor = w0.as_ref().map(|z| match signed_w {
+                        true => tensor1(&z.iter().map(|&v| v as i8).collect::<Vec<_>>()),
+                        false => tensor1(z),
+                    });
+                    let weight = Int8Weight::new(&w, w0_tensor.as_ref()).unwrap();
+                    for m in [1, 6, 13] {
+                        let a: Vec<u8> = (0..m * k).map(|_| next()).collect();
+                        let a0 = value(next(), signed_a);
+                        let want: Vec<i32> = (0..m * n)
+                            .map(|j| {
+                                let (i, c) = (j / n, j % n);
+                                let z = w0.as_ref().map_or(0, |z| value(z[c % z.len()], signed_w));
+                                (0..k)
+                                    .map(|r| {
+                                        (value(a[i * k + r], signed_a) - a0)
+                                            * (value(raw_w[r * n + c], signed_w) - z)
+                                    })
+                                    .sum()
+                            })
+                            .collect();
+                        let mut y = vec![0i32; m * n];
+                        weight.matmul(&a, signed_a, a0, None, m, &mut y).unwrap();
+                        assert_eq!(y, want, "k {k} n {n} m {m} signed {signed_a}/{signed_w}");
+                        weight
+                            .matmul(&a, signed_a, a0, Some(0.37), m, &mut y)
+                            .unwrap();
+                        for (got, want) in y.iter().zip(&want) {
+                            assert_eq!(f32::from_bits(*got as u32), *want as f32 * 0.37);
+                        }
+                        // The portable product, whatever this CPU runs.
+                        let flip = if signed_a { 0x80 } else { 0 };
+                        let mut padded = vec![0u8; m * weight.kp];
+                        for (to, from) in padded.chunks_exact_mut(weight.kp).zip(a.chunks(k)) {
+                            to.iter_mut().zip(from).for_each(|(t, f)| *t = f ^ flip);
+                        }
+                        let mut y = vec![0i32; m * n];
+                        portable_product(&weight, &padded, m, &mut y);
+                        weight.correct(&padded, a0 + if signed_a { 128 } else { 0 }, &mut y);
+                        assert_eq!(y, want, "portable: k {k} n {n} m {m}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_weights_it_cannot_take() {
+        let w = tensor1(&[0i8; 12]).into_shape(&[3, 4]).unwrap();
+        assert!(Int8Weight::new(&w, None).is_ok());
+        assert!(Int8Weight::new(&tensor1(&[0i8; 12]), None).is_err());
+        assert!(Int8Weight::new(&Tensor::zero::<i8>(&[0, 4]).unwrap(), None).is_err());
+        assert!(Int8Weight::new(&tensor1(&[0f32; 12]).into_shape(&[3, 4]).unwrap(), None).is_err());
+        assert!(Int8Weight::new(&w, Some(&tensor1(&[0i8; 3]))).is_err());
+        assert!(Int8Weight::new(&w, Some(&tensor1(&[0u8; 4]))).is_err());
+        assert!(Int8Weight::new(&w, Some(&tensor1(&[0i8; 4]))).is_ok());
+    }
+}
