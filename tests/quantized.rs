@@ -4,7 +4,7 @@
 //! `quantize_dynamic` ViT computes what the ONNX operators' exact integer arithmetic computes
 //! (tract's int8 kernels on ARM, f32 products on x86-64 without VNNI: runtime/src/onnx_ops.rs).
 
-use glimpse::{ClipModel, LoadOptions};
+use glimpse::{ClipModel, LoadOptions, Precision};
 use glimpse_tests::{copy_bundle, fixtures, min_cosine, Reference};
 use serde::Deserialize;
 
@@ -16,6 +16,10 @@ struct QdqReference {
 /// Loads `onnx/vision_model_<variant>.onnx` as the quantised image tower; min cosine to the
 /// outputs in `reference_<variant>.json` (ONNX Runtime; the exact ONNX reference for `dynamic`).
 fn cosine_to_reference(variant: &str) -> f64 {
+    cosine_in(variant, Precision::F32)
+}
+
+fn cosine_in(variant: &str, precision: Precision) -> f64 {
     let b = copy_bundle("clip-vit-tiny");
     let onnx = b.path().join("onnx");
     let graph = onnx.join(format!("vision_model_{variant}.onnx"));
@@ -24,12 +28,15 @@ fn cosine_to_reference(variant: &str) -> f64 {
     let want: QdqReference = serde_json::from_str(&text).unwrap();
     let opts = LoadOptions {
         quantized: true,
+        precision,
         ..LoadOptions::vision_only()
     };
     let model = ClipModel::load_with(b.path(), opts).unwrap();
     let pixels = Reference::load(b.path()).pixels(b.path());
     let cos = min_cosine(&model.embed_pixels(&pixels).unwrap(), &want.image_embeds);
-    eprintln!("{variant} ViT vs the reference run of the same file: min cosine {cos:.8}");
+    eprintln!(
+        "{variant} ViT ({precision:?}) vs the reference run of the same file: min cosine {cos:.8}"
+    );
     cos
 }
 
@@ -46,6 +53,13 @@ fn static_qdq_matches_onnx_runtime() {
 #[test]
 fn dynamic_int8_matches_onnx_runtime() {
     assert!(cosine_to_reference("dynamic") >= 0.9999);
+}
+
+/// The same file with tract's f32-to-f16 pass over it (`Precision::F16`; `Auto` on CPUs with
+/// f16 arithmetic): its float parts in f16, the products still exact.
+#[test]
+fn dynamic_int8_runs_in_f16() {
+    assert!(cosine_in("dynamic", Precision::F16) >= 0.999);
 }
 
 #[test]

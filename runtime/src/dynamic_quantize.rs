@@ -58,7 +58,8 @@ pub(crate) fn quantize(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
 }
 
 /// The graph operator: one f32 input; `y` (`u8`, its shape), `y_scale` and
-/// `y_zero_point` (scalars) out.
+/// `y_zero_point` (scalars) out. An f16 input (a graph in f16 precision) is computed in f32,
+/// its scale given back in f16.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub(crate) struct DynamicQuantize;
 
@@ -75,8 +76,10 @@ impl EvalOp for DynamicQuantize {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
+        let dt = x.datum_type();
         // SAFETY: `quantize` writes every element before the tensor is read.
         let mut y = unsafe { Tensor::uninitialized::<u8>(x.shape())? };
+        let x = x.cast_to::<f32>()?;
         let x = x.try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
         let (scale, zero_point) = parameters(x);
@@ -88,7 +91,7 @@ impl EvalOp for DynamicQuantize {
         );
         Ok(tvec![
             y.into_tvalue(),
-            tensor0(scale).into_tvalue(),
+            tensor0(scale).cast_to_dt(dt)?.into_owned().into_tvalue(),
             tensor0(zero_point).into_tvalue()
         ])
     }
@@ -98,13 +101,13 @@ impl TypedOp for DynamicQuantize {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let x = inputs[0];
         ensure!(
-            x.datum_type == f32::datum_type(),
-            "DynamicQuantizeLinear takes f32, got {:?}",
+            [f32::datum_type(), f16::datum_type()].contains(&x.datum_type),
+            "DynamicQuantizeLinear takes f32 (or f16, after tract's f32-to-f16 pass), got {:?}",
             x.datum_type
         );
         Ok(tvec![
             u8::fact(x.shape.clone()),
-            f32::scalar_fact(),
+            x.datum_type.scalar_fact(),
             u8::scalar_fact()
         ])
     }
