@@ -113,7 +113,7 @@ impl Decoder {
             ),
         ];
         let mut outputs = vec![LOGITS.to_string()];
-        let past = Dim::Symbol("past");
+        let past = Dim::MaybeEmpty("past");
         for layer in 0..shape.layers {
             for part in ["key", "value"] {
                 let name = format!("past_key_values.{layer}.{part}");

@@ -39,7 +39,13 @@ pub(crate) struct Port {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Dim {
     Fixed(usize),
+    /// Known per run, at least 1 (a batch, a sequence). tract is told so: without it, it
+    /// cannot prove an elementwise operand such as `[batch, 50, 3072]` big enough for its
+    /// by-scalar and unicast kernels, and keeps the generic, broadcasting ones (a quarter of
+    /// an int8 ViT-B/32 image; BENCHMARKS.md).
     Symbol(&'static str),
+    /// Known per run, possibly 0 (a cache empty before the first step).
+    MaybeEmpty(&'static str),
 }
 
 /// A parsed ONNX file whose interface can be inspected before optimising it.
@@ -303,11 +309,18 @@ impl GraphFile {
                     })?;
             let shape: TVec<TDim> = dims
                 .iter()
-                .map(|d| match d {
-                    Dim::Fixed(n) => TDim::from(*n),
-                    Dim::Symbol(s) => model.symbols.sym(s).into(),
+                .map(|d| -> TractResult<TDim> {
+                    Ok(match d {
+                        Dim::Fixed(n) => TDim::from(*n),
+                        Dim::Symbol(s) => {
+                            model.symbols.add_assertion(format!("{s} >= 1"))?;
+                            model.symbols.sym(s).into()
+                        }
+                        Dim::MaybeEmpty(s) => model.symbols.sym(s).into(),
+                    })
                 })
-                .collect();
+                .collect::<TractResult<_>>()
+                .map_err(fail)?;
             model
                 .set_input_fact(ix, InferenceFact::dt_shape(*dt, shape))
                 .map_err(fail)?;
