@@ -138,11 +138,7 @@ impl Int8Weight {
             let rows = out.len() / self.n;
             let a = &a[first * self.kp..][..rows * self.kp];
             self.product(a, rows, out);
-            self.correct(a, a0, out);
-            if let Some(scale) = scale {
-                out.iter_mut()
-                    .for_each(|v| *v = (*v as f32 * scale).to_bits() as i32);
-            }
+            self.correct(a, a0, scale, out);
         })
     }
 
@@ -156,8 +152,9 @@ impl Int8Weight {
         portable_product(self, a, rows, out)
     }
 
-    /// Takes the zero points off `out`'s raw sums (the formula in the module's comment).
-    fn correct(&self, a: &[u8], a0: i32, out: &mut [i32]) {
+    /// Takes the zero points off `out`'s raw sums (the formula in the module's comment), and
+    /// applies `scale` as [`Self::matmul`] says, in the same pass.
+    fn correct(&self, a: &[u8], a0: i32, scale: Option<f32>, out: &mut [i32]) {
         let k = self.k as i32;
         let weight_zero = self.zero.iter().any(|&z| z != 0);
         for (row, y) in a.chunks_exact(self.kp).zip(out.chunks_exact_mut(self.n)) {
@@ -166,10 +163,14 @@ impl Int8Weight {
                 false => 0,
             };
             for ((y, &s), &z) in y.iter_mut().zip(&self.sums).zip(&self.zero) {
-                *y = y
+                let sum = y
                     .wrapping_sub(a0.wrapping_mul(s))
                     .wrapping_sub(z.wrapping_mul(row_sum))
                     .wrapping_add(k.wrapping_mul(a0).wrapping_mul(z));
+                *y = match scale {
+                    Some(scale) => (sum as f32 * scale).to_bits() as i32,
+                    None => sum,
+                };
             }
         }
     }
@@ -416,7 +417,7 @@ mod tests {
                         }
                         let mut y = vec![0i32; m * n];
                         portable_product(&weight, &padded, m, &mut y);
-                        weight.correct(&padded, a0 + if signed_a { 128 } else { 0 }, &mut y);
+                        weight.correct(&padded, a0 + if signed_a { 128 } else { 0 }, None, &mut y);
                         assert_eq!(y, want, "portable: k {k} n {n} m {m}");
                     }
                 }
