@@ -336,7 +336,11 @@ impl GraphFile {
                 typed.declutter()?;
             }
             let folded = crate::rewrite::fold_quantized_rows(&mut typed)?;
-            if folded + crate::rewrite::fuse_int8_rescale(&mut typed)? > 0 {
+            let mut rewrites = folded + crate::rewrite::fuse_int8_rescale(&mut typed)?;
+            if crate::fused_attention::kernel_available() {
+                rewrites += crate::rewrite::fuse_attention(&mut typed)?;
+            }
+            if rewrites > 0 {
                 typed.compact()?;
             }
             // Not into_optimized: its declutter would undo the fold.

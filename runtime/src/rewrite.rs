@@ -9,6 +9,9 @@
 //! axes of the activations fold into one (`[batch·tokens, k]`) and the result unfolds again.
 //! Declutter would push the reshapes back through the product, hence after it.
 //!
+//! [`fuse_attention`]: `softmax(q · kᵀ) · v` as two einsums around a softmax (how a vision
+//! tower's attention reaches here) becomes one [`FusedAttention`].
+//!
 //! [`fuse_int8_rescale`]: the same files follow each product with `Cast` to f32 and a `Mul`
 //! by the scale (activations' times weights'); two more passes over every product's output,
 //! which [`Int8MatMul`] does as it writes it.
@@ -16,10 +19,13 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::axes::{AxesMapping, Axis};
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::array::Slice;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
+use crate::fused_attention::{FusedAttention, Layout};
 use crate::int8_matmul::Int8MatMul;
 
 /// Folds the row axes of every quantised product into one; returns how many it rewrote.
@@ -86,6 +92,293 @@ pub(crate) fn fuse_int8_rescale(model: &mut TypedModel) -> TractResult<usize> {
         fused += 1;
     }
     Ok(fused)
+}
+
+/// Fuses each f32 `einsum(q, k) → softmax over the keys → einsum(·, v)` chain whose
+/// intermediate results feed nothing else into one [`FusedAttention`]; returns how many.
+/// A mask or a scale between the product and the softmax leaves the chain alone.
+pub(crate) fn fuse_attention(model: &mut TypedModel) -> TractResult<usize> {
+    let mut fused = 0;
+    for id in model.eval_order()? {
+        let Some(Chain {
+            op,
+            inputs,
+            last,
+            slice,
+        }) = attention_at(model, id)?
+        else {
+            continue;
+        };
+        let mut patch = TypedModelPatch::new("fuse attention");
+        let mut taps = patch.taps(model, &inputs)?;
+        let name = &model.nodes()[last].name;
+        if let Some(slice) = slice {
+            taps[0] = patch.wire_node(format!("{name}.queries"), slice, &taps[..1])?[0];
+        }
+        let y = patch.wire_node(name, op, &taps)?[0];
+        patch.shunt_outside(model, OutletId::new(last, 0), y)?;
+        patch.apply(model)?;
+        fused += 1;
+    }
+    Ok(fused)
+}
+
+/// An attention chain found in a model.
+struct Chain {
+    op: FusedAttention,
+    /// Query, key and value.
+    inputs: [OutletId; 3],
+    /// The chain's last node, whose output the op's replaces.
+    last: usize,
+    /// A slice of the query rows, to apply to the query (tract moves the slice of an output's
+    /// rows, such as a vision encoder's patches without the class token, up to the softmax).
+    slice: Option<Slice>,
+}
+
+/// The attention chain starting at node `id`, if there is one.
+fn attention_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
+    let f32_product = |node: &TypedNode| {
+        node.op_as::<EinSum>()
+            .filter(|op| op.q_params.is_none() && op.operating_dt == f32::datum_type())
+            .filter(|_| node.inputs.len() == 2)
+            .cloned()
+    };
+    let first = &model.nodes()[id];
+    let Some(scores) = f32_product(first) else {
+        return Ok(None);
+    };
+    let Some(softmax) = only_successor(model, first) else {
+        return Ok(None);
+    };
+    let axis = match softmax.op_as::<Softmax>() {
+        Some(Softmax {
+            axes,
+            quant_output_dt: None,
+            kind: SoftmaxKind::Softmax,
+        }) if axes.len() == 1 => axes[0],
+        _ => return Ok(None),
+    };
+    let Some(mut last) = only_successor(model, softmax) else {
+        return Ok(None);
+    };
+    let mut weights = OutletId::new(softmax.id, 0);
+    let mut slice = None;
+    if let Some(op) = last.op_as::<Slice>() {
+        slice = Some(op.clone());
+        weights = OutletId::new(last.id, 0);
+        let Some(next) = only_successor(model, last) else {
+            return Ok(None);
+        };
+        last = next;
+    }
+    let Some(mix) = f32_product(last) else {
+        return Ok(None);
+    };
+    let Some(w) = last.inputs.iter().position(|i| *i == weights) else {
+        return Ok(None);
+    };
+    // An axis of length 1 wherever it is (a batch of one summed away) has no role.
+    let unit = |node: &TypedNode, axis: &Axis| -> TractResult<bool> {
+        for (i, slots) in axis.inputs.iter().enumerate() {
+            let fact = model.outlet_fact(node.inputs[i])?;
+            if slots.iter().any(|&at| fact.shape[at] != 1.to_dim()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    let units = |node: &TypedNode, axes: &AxesMapping| -> TractResult<Vec<char>> {
+        let mut found = vec![];
+        for a in axes.iter_all_axes() {
+            if unit(node, a)? {
+                found.push(a.repr);
+            }
+        }
+        Ok(found)
+    };
+    let (first_units, last_units) = (units(first, &scores.axes)?, units(last, &mix.axes)?);
+    let chains = (&scores.axes, &first_units[..], axis);
+    let Some(parts) = attention_axes(chains, (&mix.axes, &last_units[..]), w) else {
+        return Ok(None);
+    };
+    let mut inputs = [
+        first.inputs[parts.query],
+        first.inputs[1 - parts.query],
+        last.inputs[1 - w],
+    ];
+    // Query and key scaled by constants (`√(1/√d)` each, as `torch.onnx` writes SDPA) are
+    // taken unscaled, the product of the scales applied as the queries are read.
+    let mut scale = 1f32;
+    for input in &mut inputs[..2] {
+        if let Some((x, c)) = scaled(model, *input, first.id)? {
+            (*input, scale) = (x, scale * c);
+        }
+    }
+    let facts = inputs
+        .iter()
+        .map(|i| model.outlet_fact(*i))
+        .collect::<TractResult<Vec<_>>>()?;
+    let mut layouts = parts.layouts;
+    for (layout, fact) in layouts.iter_mut().zip(&facts) {
+        layout.rank = fact.rank();
+    }
+    layouts[3].rank = model.outlet_fact(OutletId::new(last.id, 0))?.rank();
+    let [q, k, v, _] = &layouts;
+    let dim = |x: usize, axis: usize| &facts[x].shape[axis];
+    let fits = facts.iter().all(|f| f.datum_type == f32::datum_type())
+        && (q.batch.iter().zip(&k.batch).zip(&v.batch))
+            .all(|((&a, &b), &c)| dim(0, a) == dim(1, b) && dim(1, b) == dim(2, c))
+        && dim(1, k.rows) == dim(2, v.rows)
+        && dim(0, q.cols) == dim(1, k.cols);
+    // Only a slice of the query rows moves to the query.
+    let slice = match slice {
+        Some(op) if op.axis != parts.query_rows => return Ok(None),
+        Some(op) => Some(Slice {
+            axis: layouts[0].rows,
+            ..op
+        }),
+        None => None,
+    };
+    Ok(fits.then_some(Chain {
+        op: FusedAttention {
+            layouts,
+            scale: scale.to_bits(),
+        },
+        inputs,
+        last: last.id,
+        slice,
+    }))
+}
+
+/// If `outlet` is a `Mul` of some `x` by a constant f32 scalar `c`, feeding only node
+/// `consumer`: `(x, c)`.
+fn scaled(
+    model: &TypedModel,
+    outlet: OutletId,
+    consumer: usize,
+) -> TractResult<Option<(OutletId, f32)>> {
+    let node = &model.nodes()[outlet.node];
+    let is_mul = node
+        .op_as::<TypedBinOp>()
+        .is_some_and(|b| b.0.name() == "Mul" && b.1.is_none());
+    if !is_mul || only_successor(model, node).map(|n| n.id) != Some(consumer) {
+        return Ok(None);
+    }
+    let out = model.outlet_fact(outlet)?;
+    for (c, x) in [(0, 1), (1, 0)] {
+        let (c_fact, x_fact) = (
+            model.outlet_fact(node.inputs[c])?,
+            model.outlet_fact(node.inputs[x])?,
+        );
+        let Some(c) = c_fact.konst.as_ref() else {
+            continue;
+        };
+        if c.datum_type() == f32::datum_type() && c.len() == 1 && x_fact.shape == out.shape {
+            let c = c.cast_to_scalar::<f32>()?;
+            return Ok(Some((node.inputs[x], c)));
+        }
+    }
+    Ok(None)
+}
+
+/// The operands' layouts of an attention chain, which input of the first product is the
+/// query, and where the query rows are in the scores.
+struct AttentionAxes {
+    layouts: [Layout; 4],
+    query: usize,
+    query_rows: usize,
+}
+
+/// Reads the layouts (ranks left to the caller) off the products' axes: `scores` (inputs
+/// query and key) with the softmax over its output axis `axis`, `mix` taking the softmax at
+/// input `w` and the values at the other; the axes named in each one's list are of length 1
+/// and left out. Every other axis of `scores` must be a batch axis (in all three), the
+/// query's row axis, the keys' (the softmax axis) or the depth (in both inputs, summed);
+/// every axis of `mix` a batch axis, the query rows, the keys (summed) or the value depth.
+fn attention_axes(
+    (scores, scores_units, axis): (&AxesMapping, &[char], usize),
+    (mix, mix_units): (&AxesMapping, &[char]),
+    w: usize,
+) -> Option<AttentionAxes> {
+    // Each role is taken once; an axis in a slot at most once.
+    let set = |field: &mut usize, at: usize| (*field == usize::MAX).then(|| *field = at);
+    let once = |slots: &TVec<usize>| match slots[..] {
+        [] => Some(None),
+        [x] => Some(Some(x)),
+        _ => None,
+    };
+    let keys_axis = scores.axis((InOut::Out(0), axis)).ok()?;
+    let query = if keys_axis.inputs[0].is_empty() { 0 } else { 1 };
+    let (key, v) = (1 - query, 1 - w);
+    let mut layouts: [Layout; 4] = std::array::from_fn(|_| Layout {
+        batch: tvec![],
+        rows: usize::MAX,
+        cols: usize::MAX,
+        rank: 0,
+    });
+    // Batch axes in the order of the scores' output.
+    let mut batch = vec![];
+    for a in scores
+        .iter_all_axes()
+        .filter(|a| !scores_units.contains(&a.repr))
+    {
+        let (q, k, o) = (
+            once(&a.inputs[query])?,
+            once(&a.inputs[key])?,
+            once(&a.outputs[0])?,
+        );
+        match (q, k, o) {
+            (Some(q), Some(k), Some(o)) => batch.push((o, q, k)),
+            (Some(q), None, Some(_)) => set(&mut layouts[0].rows, q)?,
+            (None, Some(k), Some(o)) if o == axis => set(&mut layouts[1].rows, k)?,
+            (Some(q), Some(k), None) => {
+                set(&mut layouts[0].cols, q)?;
+                set(&mut layouts[1].cols, k)?;
+            }
+            _ => return None,
+        }
+    }
+    batch.sort();
+    let query_rows = scores.axis((InOut::In(query), layouts[0].rows)).ok()?;
+    let query_rows = once(&query_rows.outputs[0])??;
+    for a in mix.iter_all_axes().filter(|a| !mix_units.contains(&a.repr)) {
+        let (p, x, o) = (
+            once(&a.inputs[w])?,
+            once(&a.inputs[v])?,
+            once(&a.outputs[0])?,
+        );
+        match (p, x, o) {
+            (Some(p), Some(x), Some(o)) => {
+                let at = batch.iter().position(|b| b.0 == p)?;
+                while layouts[2].batch.len() <= at {
+                    layouts[2].batch.push(usize::MAX);
+                    layouts[3].batch.push(usize::MAX);
+                }
+                set(&mut layouts[2].batch[at], x)?;
+                set(&mut layouts[3].batch[at], o)?;
+            }
+            (Some(p), None, Some(o)) if p == query_rows => set(&mut layouts[3].rows, o)?,
+            (Some(p), Some(x), None) if p == axis => set(&mut layouts[2].rows, x)?,
+            (None, Some(x), Some(o)) => {
+                set(&mut layouts[2].cols, x)?;
+                set(&mut layouts[3].cols, o)?;
+            }
+            _ => return None,
+        }
+    }
+    layouts[0].batch = batch.iter().map(|b| b.1).collect();
+    layouts[1].batch = batch.iter().map(|b| b.2).collect();
+    let complete = layouts.iter().all(|l| {
+        l.batch.len() == batch.len()
+            && !l.batch.contains(&usize::MAX)
+            && l.rows != usize::MAX
+            && l.cols != usize::MAX
+    });
+    complete.then_some(AttentionAxes {
+        layouts,
+        query,
+        query_rows,
+    })
 }
 
 /// The node `node`'s one output feeds, if it feeds exactly one and is not a model output.
@@ -216,6 +509,64 @@ mod tests {
             let got = model.into_runnable()?.run(inputs)?.remove(0);
             assert_eq!(got, want, "shared cast: {shared}");
         }
+        Ok(())
+    }
+
+    /// Real vision towers have each attention fused, their query and key scales taken in, with
+    /// the same output as tract's chain up to summation order: the tiny CLIP fixture (two layers) with a batch of two, and the
+    /// tiny VLM's encoder (two layers, batch fixed at 1, which tract sums away as a product
+    /// axis of length 1), in f32 and int8. The CLIP text tower, whose causal mask sits between
+    /// product and softmax, keeps its chains.
+    #[test]
+    fn fuses_the_attention_of_vision_towers_only() -> TractResult<()> {
+        use tract_onnx::prelude::InferenceModelExt;
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+        let load = |file: &str, fact: InferenceFact| -> TractResult<TypedModel> {
+            let mut model = crate::onnx_ops::onnx().model_for_path(fixtures.join(file))?;
+            model.set_input_fact(0, fact)?;
+            model.into_typed()?.into_decluttered()
+        };
+        for (file, shape, compare) in [
+            ("clip-vit-tiny/onnx/vision_model.onnx", [2, 3, 64, 64], true),
+            ("vlm-tiny/onnx/vision_encoder.onnx", [1, 3, 48, 48], true),
+            // Fused too; its int8 quantiser after the attention may round a value the other
+            // way, so its output is compared with ONNX Runtime's in tests/vlm.rs instead.
+            (
+                "vlm-tiny/onnx/vision_encoder_quantized.onnx",
+                [1, 3, 48, 48],
+                false,
+            ),
+        ] {
+            let pixels: Vec<f32> = (0..shape.iter().product::<usize>())
+                .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+                .collect();
+            let pixels = tensor1(&pixels).into_shape(&shape)?;
+            let mut vision = load(file, f32::fact(shape).into())?;
+            let run = |model: &TypedModel| -> TractResult<TVec<TValue>> {
+                let input = tvec![pixels.clone().into_tvalue()];
+                model.clone().into_runnable()?.run(input)
+            };
+            let want = run(&vision)?;
+            assert_eq!(fuse_attention(&mut vision)?, 2, "{file}");
+            // The exports scale queries and keys by √(1/√16) each: taken into the op.
+            for node in vision.nodes() {
+                if let Some(op) = node.op_as::<FusedAttention>() {
+                    assert_eq!(f32::from_bits(op.scale), 0.25, "{file}");
+                }
+            }
+            let got = run(&vision)?;
+            for (got, want) in got.iter().zip(&want).filter(|_| compare) {
+                let (got, want) = (got.try_as_plain_ram()?, want.try_as_plain_ram()?);
+                let (got, want) = (got.as_slice::<f32>()?, want.as_slice::<f32>()?);
+                let worst = (got.iter().zip(want))
+                    .map(|(g, w)| (g - w).abs() / (w.abs() + 1e-2))
+                    .fold(0f32, f32::max);
+                assert!(worst < 1e-4, "{file}: relative difference {worst}");
+            }
+        }
+        let text = "clip-vit-tiny/onnx/text_model.onnx";
+        let mut text = load(text, i64::fact([1, 7]).into())?;
+        assert_eq!(fuse_attention(&mut text)?, 0);
         Ok(())
     }
 }
