@@ -219,7 +219,17 @@ fn print_profile(what: &str, times: &[glimpse::NodeTime]) {
     }
     let mut slow: Vec<_> = times.iter().collect();
     slow.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-    for t in slow.iter().take(12) {
+    // GLIMPSE_PROFILE=OP lists every node of that operator; otherwise the twelve slowest.
+    let op = std::env::var("GLIMPSE_PROFILE").unwrap_or_default();
+    let (keep, take) = match times.iter().any(|t| t.op == op) {
+        true => (op.as_str(), usize::MAX),
+        false => ("", 12),
+    };
+    for t in slow
+        .iter()
+        .filter(|t| keep.is_empty() || t.op == keep)
+        .take(take)
+    {
         eprintln!("  {:9.3} ms  {} {}", t.seconds * 1e3, t.op, t.node);
     }
 }

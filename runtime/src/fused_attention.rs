@@ -247,6 +247,8 @@ fn portable_head(work: &mut Work, n: Sizes, out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx512::exp;
 
 /// Whether this CPU runs the kernel rather than [`portable_head`]: the only case where
 /// Glimpse fuses attention, the one measured faster than tract's own chain.

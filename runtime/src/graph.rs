@@ -340,6 +340,9 @@ impl GraphFile {
             if crate::fused_attention::kernel_available() {
                 rewrites += crate::rewrite::fuse_attention(&mut typed)?;
             }
+            if crate::quick_gelu::kernel_available() {
+                rewrites += crate::rewrite::fuse_quick_gelu(&mut typed)?;
+            }
             if rewrites > 0 {
                 typed.compact()?;
             }

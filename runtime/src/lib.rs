@@ -36,6 +36,7 @@ pub mod preprocess;
 pub mod projector;
 mod q4_matmul;
 mod qdq;
+mod quick_gelu;
 mod rewrite;
 pub mod sampling;
 pub mod text;

@@ -12,6 +12,8 @@
 //! [`fuse_attention`]: `softmax(q · kᵀ) · v` as two einsums around a softmax (how a vision
 //! tower's attention reaches here) becomes one [`FusedAttention`].
 //!
+//! [`fuse_quick_gelu`]: CLIP's `x · sigmoid(1.702 x)`, three ops, becomes one [`QuickGelu`].
+//!
 //! [`fuse_int8_rescale`]: the same files follow each product with `Cast` to f32 and a `Mul`
 //! by the scale (activations' times weights'); two more passes over every product's output,
 //! which [`Int8MatMul`] does as it writes it.
@@ -23,10 +25,12 @@ use tract_onnx::tract_core::ops::array::Slice;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
 use crate::fused_attention::{FusedAttention, Layout};
 use crate::int8_matmul::Int8MatMul;
+use crate::quick_gelu::QuickGelu;
 
 /// Folds the row axes of every quantised product into one; returns how many it rewrote.
 pub(crate) fn fold_quantized_rows(model: &mut TypedModel) -> TractResult<usize> {
@@ -250,6 +254,50 @@ fn attention_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
     }))
 }
 
+/// Fuses `Mul(x, Sigmoid(Mul(x, α)))` (operands in either order, the intermediate results
+/// feeding nothing else, α a constant) into one [`QuickGelu`]; returns how many.
+pub(crate) fn fuse_quick_gelu(model: &mut TypedModel) -> TractResult<usize> {
+    let mut fused = 0;
+    for id in model.eval_order()? {
+        let Some((x, alpha, last)) = quick_gelu_at(model, id)? else {
+            continue;
+        };
+        let mut patch = TypedModelPatch::new("fuse quick gelu");
+        let x = patch.tap_model(model, x)?;
+        let op = QuickGelu {
+            alpha: alpha.to_bits(),
+        };
+        let y = patch.wire_node(&model.nodes()[last].name, op, &[x])?[0];
+        patch.shunt_outside(model, OutletId::new(last, 0), y)?;
+        patch.apply(model)?;
+        fused += 1;
+    }
+    Ok(fused)
+}
+
+/// The quick GELU starting at node `id` (its `Mul` by α), if there is one: `x`, α and the
+/// last node.
+fn quick_gelu_at(model: &TypedModel, id: usize) -> TractResult<Option<(OutletId, f32, usize)>> {
+    let Some(sigmoid) = only_successor(model, &model.nodes()[id]) else {
+        return Ok(None);
+    };
+    let is_sigmoid = (sigmoid.op_as::<ElementWiseOp>())
+        .is_some_and(|e| e.0.name() == "Sigmoid" && e.1.is_none());
+    let Some(last) = only_successor(model, sigmoid).filter(|_| is_sigmoid) else {
+        return Ok(None);
+    };
+    let Some((x, alpha)) = scaled(model, OutletId::new(id, 0), sigmoid.id)? else {
+        return Ok(None);
+    };
+    let is_mul = (last.op_as::<TypedBinOp>()).is_some_and(|b| b.0.name() == "Mul" && b.1.is_none());
+    let s = OutletId::new(sigmoid.id, 0);
+    let fits = is_mul
+        && (last.inputs[..] == [x, s] || last.inputs[..] == [s, x])
+        && model.outlet_fact(x)?.datum_type == f32::datum_type()
+        && model.outlet_fact(x)?.shape == model.outlet_fact(OutletId::new(last.id, 0))?.shape;
+    Ok(fits.then_some((x, alpha, last.id)))
+}
+
 /// If `outlet` is a `Mul` of some `x` by a constant f32 scalar `c`, feeding only node
 /// `consumer`: `(x, c)`.
 fn scaled(
@@ -383,7 +431,7 @@ fn attention_axes(
 
 /// The node `node`'s one output feeds, if it feeds exactly one and is not a model output.
 fn only_successor<'m>(model: &'m TypedModel, node: &TypedNode) -> Option<&'m TypedNode> {
-    let out = &node.outputs[0];
+    let out = node.outputs.first()?;
     let outlet = OutletId::new(node.id, 0);
     match (&out.successors[..], model.outputs.contains(&outlet)) {
         ([next], false) => Some(&model.nodes()[next.node]),
@@ -512,13 +560,13 @@ mod tests {
         Ok(())
     }
 
-    /// Real vision towers have each attention fused, their query and key scales taken in, with
-    /// the same output as tract's chain up to summation order: the tiny CLIP fixture (two layers) with a batch of two, and the
+    /// Real vision towers have each attention fused (their query and key scales taken in) and
+    /// each quick GELU, with the same output as tract's ops up to rounding: the tiny CLIP fixture (two layers) with a batch of two, and the
     /// tiny VLM's encoder (two layers, batch fixed at 1, which tract sums away as a product
     /// axis of length 1), in f32 and int8. The CLIP text tower, whose causal mask sits between
     /// product and softmax, keeps its chains.
     #[test]
-    fn fuses_the_attention_of_vision_towers_only() -> TractResult<()> {
+    fn fuses_the_attention_and_activation_of_vision_towers() -> TractResult<()> {
         use tract_onnx::prelude::InferenceModelExt;
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
         let load = |file: &str, fact: InferenceFact| -> TractResult<TypedModel> {
@@ -548,6 +596,7 @@ mod tests {
             };
             let want = run(&vision)?;
             assert_eq!(fuse_attention(&mut vision)?, 2, "{file}");
+            assert_eq!(fuse_quick_gelu(&mut vision)?, 2, "{file}");
             // The exports scale queries and keys by √(1/√16) each: taken into the op.
             for node in vision.nodes() {
                 if let Some(op) = node.op_as::<FusedAttention>() {

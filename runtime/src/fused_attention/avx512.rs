@@ -215,7 +215,7 @@ unsafe fn softmax(row: *mut f32, t: usize) -> f32 {
 /// its Taylor polynomial to `r⁶` (the next term < 1.2e-7 relative), scaled by `2ⁿ`.
 /// Below -87 (`e⁻⁸⁷` ≈ 1.6e-38) it is taken as `e⁻⁸⁷`; NaN stays NaN.
 #[target_feature(enable = "avx512f")]
-unsafe fn exp(x: __m512) -> __m512 {
+pub(crate) unsafe fn exp(x: __m512) -> __m512 {
     let x = _mm512_max_ps(_mm512_set1_ps(-87.0), x); // NaN (second) passes
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
         _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
