@@ -188,7 +188,7 @@ impl EvalOp for FusedAttention {
             let mut view = output.try_as_plain_ram_mut()?;
             let out = view.as_slice_mut::<f32>()?;
             let o = Strided::new(&[], &shape, out_layout);
-            for (h, block) in by_head.chunks_exact(s * e).enumerate() {
+            for (h, block) in by_head.chunks_exact((s * e).max(1)).enumerate() {
                 let base = o.base(h);
                 for (r, row) in block.chunks_exact(e).enumerate() {
                     for (c, &x) in row.iter().enumerate() {
@@ -371,32 +371,18 @@ mod tests {
     #[test]
     fn reads_and_writes_any_axis_order() -> TractResult<()> {
         let (b, h, s, t, d, e) = (2, 3, 5, 7, 8, 4);
+        let layout = |batch: [usize; 2], rows, cols| Layout {
+            batch: batch.into_iter().collect(),
+            rows,
+            cols,
+            rank: 4,
+        };
         let op = FusedAttention {
             layouts: [
-                Layout {
-                    batch: tvec![0, 2],
-                    rows: 1,
-                    cols: 3,
-                    rank: 4,
-                },
-                Layout {
-                    batch: tvec![0, 1],
-                    rows: 2,
-                    cols: 3,
-                    rank: 4,
-                },
-                Layout {
-                    batch: tvec![0, 1],
-                    rows: 3,
-                    cols: 2,
-                    rank: 4,
-                },
-                Layout {
-                    batch: tvec![0, 2],
-                    rows: 1,
-                    cols: 3,
-                    rank: 4,
-                },
+                layout([0, 2], 1, 3),
+                layout([0, 1], 2, 3),
+                layout([0, 1], 3, 2),
+                layout([0, 2], 1, 3),
             ],
             scale: 0.5f32.to_bits(),
         };
@@ -435,6 +421,38 @@ mod tests {
                 assert_eq!(got[[bi, x / e, hi, x % e]], *want, "batch {bi} head {hi}");
             }
         }
+        Ok(())
+    }
+
+    /// Operands that do not fit together are an error, not a panic; no queries, an empty
+    /// output.
+    #[test]
+    fn refuses_operands_that_do_not_fit() -> TractResult<()> {
+        let layout = |rank| Layout {
+            batch: tvec![0],
+            rows: 1,
+            cols: 2,
+            rank,
+        };
+        let op = FusedAttention {
+            layouts: [layout(3), layout(3), layout(3), layout(3)],
+            scale: 1f32.to_bits(),
+        };
+        let x = |shape: &[usize]| Tensor::zero::<f32>(shape).map(|t| t.into_tvalue());
+        let run = |q, k, v| op.eval(&EvalContext::out_of_plan(), tvec![q, k, v]);
+        let fits = run(x(&[2, 3, 4])?, x(&[2, 5, 4])?, x(&[2, 5, 6])?)?;
+        assert_eq!(fits[0].shape(), [2, 3, 6]);
+        for (q, k, v) in [
+            ([2, 3, 4], [2, 5, 8], [2, 5, 6]), // depths differ
+            ([2, 3, 4], [2, 5, 4], [2, 7, 6]), // keys and values differ
+            ([2, 3, 4], [1, 5, 4], [2, 5, 6]), // batches differ
+            ([2, 3, 4], [2, 0, 4], [2, 0, 6]), // no keys
+        ] {
+            assert!(run(x(&q)?, x(&k)?, x(&v)?).is_err(), "{q:?} {k:?} {v:?}");
+        }
+        assert!(run(x(&[2, 3])?, x(&[2, 5, 4])?, x(&[2, 5, 6])?).is_err());
+        let empty = run(x(&[2, 0, 4])?, x(&[2, 5, 4])?, x(&[2, 5, 6])?)?;
+        assert_eq!(empty[0].shape(), [2, 0, 6]);
         Ok(())
     }
 }
