@@ -14,6 +14,7 @@ llama-cpp-python.
 """
 
 import argparse
+import itertools
 import json
 import pathlib
 import subprocess
@@ -91,6 +92,9 @@ def main():
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--prompt", default="What is the capital of France?")
     ap.add_argument("--glimpse-bench", default="target/release/glimpse-bench")
+    ap.add_argument("--cache-variants", action="store_true",
+                    help="also run Glimpse passing its key/value cache through each step, "
+                         "and with its in-graph cache in f16")
     args = ap.parse_args()
     peer = pathlib.Path(args.gguf).with_suffix(".glimpse-q4_0.gguf")
     if not peer.exists():
@@ -98,24 +102,44 @@ def main():
     template = json.load(open(pathlib.Path(args.bundle) / "llm.json"))["chat_template"]
     rows = []
     for threads in args.threads:
-        g = json.loads(subprocess.check_output(
-            [args.glimpse_bench, "llm", args.bundle, "--quantized", "--threads", str(threads),
-             "--tokens", str(args.tokens), "--prompt", args.prompt]))
+        def glimpse(*cache):
+            return json.loads(subprocess.check_output(
+                [args.glimpse_bench, "llm", args.bundle, "--quantized", "--threads",
+                 str(threads), "--tokens", str(args.tokens), "--prompt", args.prompt,
+                 *cache]))
+        g = glimpse()
+        variants = [glimpse("--kv-cache", "passed"), glimpse("--f16-cache")] \
+            if args.cache_variants else None
         l = json.loads(subprocess.check_output(
             [sys.executable, "-c", LLAMA_SIDE, str(peer), str(threads), str(args.tokens),
              json.dumps(g["prompt_ids"]), template.format(prompt=args.prompt)]))
         same = next((i for i, (a, b) in enumerate(zip(g["tokens"], l["tokens"])) if a != b),
                     len(g["tokens"]))
-        rows.append((threads, g, l, same, l["own_prompt_ids"] == g["prompt_ids"]))
+        rows.append((threads, g, l, same, l["own_prompt_ids"] == g["prompt_ids"], variants))
     print(f"{pathlib.Path(args.bundle).name} Q4_0, prompt {len(rows[0][1]['prompt_ids'])} tokens, {args.tokens} decode steps")
     print("| threads | Glimpse prefill tok/s | llama.cpp | ratio | Glimpse decode tok/s | "
           "llama.cpp | ratio | peak RSS MB G / L | same greedy tokens | same prompt ids |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for threads, g, l, same, ids in rows:
+    for threads, g, l, same, ids, _ in rows:
         print(f"| {threads} | {g['prefill_tok_s']:.1f} | {l['prefill_tok_s']:.1f} | "
               f"{g['prefill_tok_s'] / l['prefill_tok_s']:.2f} | {g['decode_tok_s']:.1f} | "
               f"{l['decode_tok_s']:.1f} | {g['decode_tok_s'] / l['decode_tok_s']:.2f} | "
               f"{g['peak_rss_mb']:.0f} / {l['peak_rss_mb']:.0f} | {same}/{args.tokens} | {ids} |")
+    if args.cache_variants:
+        print()
+        print("Glimpse's key/value cache: in the graph (f32, f16) or passed in and out of each step")
+        print("| threads | decode tok/s in graph | passed | ratio | in graph, f16 | ratio to f32 "
+              "| cache MB in graph / f16 / passed | same greedy tokens passed, f16 |")
+        print("|---|---|---|---|---|---|---|---|")
+        for threads, g, _, _, _, (p, h) in rows:
+            same = [sum(1 for _ in itertools.takewhile(lambda ab: ab[0] == ab[1],
+                                                      zip(g["tokens"], o["tokens"])))
+                    for o in (p, h)]
+            print(f"| {threads} | {g['decode_tok_s']:.1f} | {p['decode_tok_s']:.1f} | "
+                  f"{g['decode_tok_s'] / p['decode_tok_s']:.2f} | {h['decode_tok_s']:.1f} | "
+                  f"{h['decode_tok_s'] / g['decode_tok_s']:.2f} | "
+                  f"{g['cache_bytes'] / 1e6:.1f} / {h['cache_bytes'] / 1e6:.1f} / "
+                  f"{p['cache_bytes'] / 1e6:.1f} | {same[0]}, {same[1]} of {args.tokens} |")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use glimpse::{Error, GenerateOptions, LanguageModel, Sampling, StopReason};
+use glimpse::{Error, GenerateOptions, KvCache, LanguageModel, LoadOptions, Sampling, StopReason};
 use glimpse_tests::{fixtures, smollm2};
 use serde::Deserialize;
 
@@ -294,6 +294,79 @@ fn user_text_cannot_close_its_turn_and_bad_prompts_are_errors() {
     let err = model.generate_from(&[1, 49_152], &greedy(4), |_| ControlFlow::Continue(()));
     assert!(matches!(err, Err(Error::InvalidArgument(_))), "{err:?}");
 }
+
+/// The cache kept in the graph (the default) and the one passed through it each step give the
+/// same logits at every step of the reference. With the context cut to the prompt and four
+/// tokens, three tokens that do not fit are refused and the cache loses nothing (its next
+/// steps still match), a step past the context is refused, and the cache's room is the
+/// context's worth.
+#[test]
+fn the_cache_in_the_graph_and_the_passed_cache_agree() {
+    let Some(dir) = smollm2() else { return };
+    let Some(model) = model() else { return };
+    let r = reference();
+    let context = r.prompt_ids.len() + 4;
+    let tmp = edited_bundle(&dir, |m| m["context"] = context.into());
+    let cut = LanguageModel::load(tmp.path()).unwrap();
+    let passed = LoadOptions {
+        kv_cache: KvCache::Passed,
+        ..LoadOptions::default()
+    };
+    let passed = LanguageModel::load_with(&dir, passed).unwrap();
+    assert_eq!(model.decoder().kv_cache(), KvCache::InGraph);
+    assert_eq!(cut.decoder().kv_cache(), KvCache::InGraph);
+    assert_eq!(passed.decoder().kv_cache(), KvCache::Passed);
+    let decoders = [model.decoder(), cut.decoder(), passed.decoder()];
+    let mut caches = decoders.map(|d| d.cache());
+    let refused = |result: glimpse::Result<Vec<f32>>| match result {
+        Err(e) => assert!(e.to_string().contains("do not fit"), "{e}"),
+        Ok(_) => panic!("a step past the context ran"),
+    };
+    let mut ids = r.prompt_ids.clone();
+    for (n, step) in r.steps.iter().take(5).enumerate() {
+        if n == 3 {
+            let held = caches[1].len();
+            let three = cut.decoder().embed(&[step.token; 3]).unwrap();
+            refused(cut.decoder().forward(&mut caches[1], three));
+            assert_eq!(caches[1].len(), held);
+        }
+        let logits: Vec<Vec<f32>> = decoders
+            .iter()
+            .zip(&mut caches)
+            .map(|(decoder, cache)| {
+                let embeds = decoder.embed(&ids).unwrap();
+                decoder.forward(cache, embeds).unwrap()
+            })
+            .collect();
+        assert_eq!(logits[0], logits[2], "step {n}");
+        assert_eq!(logits[1], logits[2], "step {n}");
+        ids = vec![step.token];
+    }
+    assert_eq!(caches[1].len(), context);
+    let one = cut.decoder().embed(&ids).unwrap();
+    refused(cut.decoder().forward(&mut caches[1], one));
+    // Keys and values of 30 layers, 3 heads of 64.
+    let position = 2 * 30 * 3 * 64 * 4;
+    assert_eq!(caches[1].bytes(), context * position);
+    assert!(caches[0].bytes() >= caches[0].len() * position);
+}
+
+/// With its cache stored in f16 (`Precision::F16`: half the memory), the decoder follows the
+/// reference within f16's rounding of the keys and values.
+#[test]
+fn an_f16_cache_follows_the_reference_within_its_rounding() {
+    let Some(dir) = smollm2() else { return };
+    let opts = LoadOptions {
+        precision: glimpse::Precision::F16,
+        ..LoadOptions::default()
+    };
+    let model = LanguageModel::load_with(dir, opts).unwrap();
+    check_logits(&model, &reference(), F16_CACHE_TOLERANCE);
+}
+
+/// Largest logit difference allowed with an f16 cache (its keys and values carry 11 bits;
+/// measured 1.4e-2).
+const F16_CACHE_TOLERANCE: f64 = 3e-2;
 
 /// A copy of the bundle (its large files linked) with `llm.json` edited by `edit`.
 fn edited_bundle(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {

@@ -85,7 +85,20 @@ enum Command {
         /// The 4-bit decoder (`decoder_model_merged_q4.onnx`).
         #[arg(long)]
         quantized: bool,
+        /// Where the key/value cache lives between steps.
+        #[arg(long, value_enum, default_value_t = Cache::InGraph)]
+        kv_cache: Cache,
+        /// Store the in-graph cache in f16 (`Precision::F16`).
+        #[arg(long)]
+        f16_cache: bool,
     },
+}
+
+/// [`glimpse::KvCache`] on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Cache {
+    InGraph,
+    Passed,
 }
 
 #[derive(clap::Args)]
@@ -150,7 +163,16 @@ fn main() -> glimpse::Result<()> {
             tokens,
             threads,
             quantized,
-        } => llm(&model, &prompt, tokens, threads, quantized),
+            kv_cache,
+            f16_cache,
+        } => llm(
+            &model,
+            &prompt,
+            tokens,
+            threads,
+            quantized,
+            (kv_cache, f16_cache),
+        ),
     }
 }
 
@@ -160,10 +182,19 @@ fn llm(
     steps: usize,
     threads: usize,
     quantized: bool,
+    (kv_cache, f16_cache): (Cache, bool),
 ) -> glimpse::Result<()> {
     let opts = LoadOptions {
         quantized,
         threads,
+        precision: match f16_cache {
+            true => glimpse::Precision::F16,
+            false => glimpse::Precision::F32,
+        },
+        kv_cache: match kv_cache {
+            Cache::InGraph => glimpse::KvCache::InGraph,
+            Cache::Passed => glimpse::KvCache::Passed,
+        },
         ..LoadOptions::default()
     };
     let t = Instant::now();
@@ -196,6 +227,7 @@ fn llm(
             "prefill_tok_s": ids.len() as f64 / prefill_s,
             "decode_tok_s": steps as f64 / decode_s,
             "tokens": generated, "cache_bytes": cache.bytes(),
+            "kv_cache": format!("{:?}", decoder.kv_cache()),
             "peak_rss_mb": peak_rss_mb(),
         })
     );

@@ -30,7 +30,8 @@ struct Cli {
     #[arg(long, global = true)]
     quantized: bool,
     /// Float precision: f32; auto (f16 where the CPU has f16 arithmetic, as on most ARM
-    /// phone cores, f32 elsewhere); or f16 (emulated, slower, without f16 arithmetic).
+    /// phone cores, f32 elsewhere); or f16 (emulated, slower, without f16 arithmetic). For a
+    /// language model, f16 is its key/value cache's storage (half the memory).
     #[arg(long, global = true, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
     /// Threads an image batch is split over. Default: the performance cores.

@@ -22,6 +22,9 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 use crate::crew::par_rows;
 
+mod stored;
+pub(crate) use stored::Stored;
+
 /// Causal grouped-query attention after a cache: outputs the attention `[1, s, heads × d]`
 /// and the cache with this step appended, keys then values `[1, kv_heads, past + s, d]`.
 ///
@@ -46,11 +49,13 @@ impl CachedAttention {
     }
 
     /// The attention `[1, s, heads × d]` of `queries` (`[s, heads × d]`, at positions
-    /// `past..past + s`) over the whole cache (keys, values `[kv_heads, past + s, d]`).
-    fn attention(
+    /// `past..past + s`) over the whole cache (keys, values: `kv_heads` heads of `past + s`
+    /// rows of `d`, `head_stride` elements apart).
+    pub(crate) fn attention<T: Stored>(
         &self,
         queries: &[f32],
-        (keys, values): (&[f32], &[f32]),
+        (keys, values): (&[T], &[T]),
+        head_stride: usize,
         past: usize,
         s: usize,
         d: usize,
@@ -70,9 +75,10 @@ impl CachedAttention {
         let cost = self.heads * s * total * d * 2;
         par_rows(rows, s * d, cost, |first, rows| {
             let mut scores = vec![0f32; total];
+            let mut scratch = Default::default();
             for (j, out) in rows.chunks_exact_mut(s * d).enumerate() {
                 let h = first + j;
-                let cache = (h / group) * total * d..(h / group + 1) * total * d;
+                let cache = (h / group) * head_stride..(h / group) * head_stride + total * d;
                 let head = Head {
                     keys: &keys[cache.clone()],
                     values: &values[cache],
@@ -81,7 +87,7 @@ impl CachedAttention {
                 for (i, out) in out.chunks_exact_mut(d).enumerate() {
                     let query = &queries[i * width + h * d..][..d];
                     let seen = past + i + 1;
-                    attend(head, query, &mut scores[..seen], out);
+                    T::attend(head, query, &mut scores[..seen], out, &mut scratch);
                 }
             }
         })?;
@@ -121,37 +127,43 @@ impl Rows<'_> {
     }
 }
 
-impl EvalOp for CachedAttention {
-    op_out_of_plan!();
+/// One step's queries, keys and values, gathered into rows (`[s, heads × d]`, `[s, kv × d]`)
+/// and, with RoPE, rotated to their positions.
+pub(crate) struct Step {
+    pub queries: Vec<f32>,
+    pub keys: Vec<f32>,
+    pub values: Vec<f32>,
+    /// Tokens in the step.
+    pub s: usize,
+}
 
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        ensure!(
-            inputs.len() == self.arity(),
-            "CachedAttention takes {} inputs, got {}",
-            self.arity(),
-            inputs.len()
-        );
-        let steps = if self.packed { 1 } else { 3 };
-        let (past_k, past_v) = (&inputs[steps], &inputs[steps + 1]);
-        let (kvh, past, d) = match past_k.shape() {
-            [1, h, p, d] if *h == self.kv_heads && *d > 0 => (*h, *p, *d),
-            shape => bail!(
-                "CachedAttention: past key of shape {shape:?}, expected [1, {}, past, head dim]",
-                self.kv_heads
-            ),
-        };
-        ensure!(
-            past_v.shape() == past_k.shape(),
-            "past value and key differ in shape"
-        );
-        let (width, kv_width) = (self.heads * d, kvh * d);
+impl CachedAttention {
+    /// How many of the inputs are this step's query, key and value (one when packed).
+    pub fn step_inputs(&self) -> usize {
+        if self.packed {
+            1
+        } else {
+            3
+        }
+    }
+
+    /// Reads the step's query, key and value (`inputs`) of heads of `d`, at positions
+    /// `past..`; `tables`: the rotary cos and sin, when `rotary`.
+    pub(crate) fn read_step(
+        &self,
+        inputs: &[TValue],
+        tables: Option<(&TValue, &TValue)>,
+        past: usize,
+        d: usize,
+    ) -> TractResult<Step> {
+        let (width, kv_width) = (self.heads * d, self.kv_heads * d);
         let s = match inputs[0].shape() {
             [1, s, _] if *s > 0 => *s,
             shape => bail!(
                 "CachedAttention: query of shape {shape:?}, batch 1 and some tokens are supported"
             ),
         };
-        let step: Vec<_> = inputs[..steps]
+        let step: Vec<_> = inputs
             .iter()
             .map(|x| x.try_as_plain_ram())
             .collect::<TractResult<_>>()?;
@@ -195,20 +207,56 @@ impl EvalOp for CachedAttention {
         };
         let mut queries = q.gather(s);
         let mut keys = k.gather(s);
-        if self.rotary {
-            let tables = (&inputs[steps + 2], &inputs[steps + 3]);
+        if let Some(tables) = tables {
             rotate(&mut queries, &mut keys, tables, past, s, d)?;
         }
+        Ok(Step {
+            queries,
+            keys,
+            values: v.gather(s),
+            s,
+        })
+    }
+}
+
+impl EvalOp for CachedAttention {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(
+            inputs.len() == self.arity(),
+            "CachedAttention takes {} inputs, got {}",
+            self.arity(),
+            inputs.len()
+        );
+        let steps = self.step_inputs();
+        let (past_k, past_v) = (&inputs[steps], &inputs[steps + 1]);
+        let (kvh, past, d) = match past_k.shape() {
+            [1, h, p, d] if *h == self.kv_heads && *d > 0 => (*h, *p, *d),
+            shape => bail!(
+                "CachedAttention: past key of shape {shape:?}, expected [1, {}, past, head dim]",
+                self.kv_heads
+            ),
+        };
+        ensure!(
+            past_v.shape() == past_k.shape(),
+            "past value and key differ in shape"
+        );
+        let tables = self
+            .rotary
+            .then(|| (&inputs[steps + 2], &inputs[steps + 3]));
+        let step = self.read_step(&inputs[..steps], tables, past, d)?;
+        let s = step.s;
         let (past_k, past_v) = (past_k.try_as_plain_ram()?, past_v.try_as_plain_ram()?);
         let (past_k, past_v) = (past_k.as_slice::<f32>()?, past_v.as_slice::<f32>()?);
-        let new_key = |i: usize| &keys[i * kv_width..][..kv_width];
-        let present_k = append(past_k, new_key, kvh, past, s, d)?;
-        let present_v = append(past_v, |i| v.row(i), kvh, past, s, d)?;
+        let kv_width = kvh * d;
+        let present_k = append(past_k, |i| row(&step.keys, i, kv_width), kvh, past, s, d)?;
+        let present_v = append(past_v, |i| row(&step.values, i, kv_width), kvh, past, s, d)?;
         let output = {
             let (cached_k, cached_v) =
                 (present_k.try_as_plain_ram()?, present_v.try_as_plain_ram()?);
             let cache = (cached_k.as_slice::<f32>()?, cached_v.as_slice::<f32>()?);
-            self.attention(&queries, cache, past, s, d)?
+            self.attention(&step.queries, cache, (past + s) * d, past, s, d)?
         };
         Ok(tvec![
             output.into_tvalue(),
@@ -216,6 +264,11 @@ impl EvalOp for CachedAttention {
             present_v.into_tvalue()
         ])
     }
+}
+
+/// Row `i` of rows of `width`.
+pub(crate) fn row(rows: &[f32], i: usize, width: usize) -> &[f32] {
+    &rows[i * width..][..width]
 }
 
 /// An f32 tensor of `shape` whose every element the caller writes before anything reads it
@@ -300,9 +353,9 @@ fn rotate(
 
 /// One head's keys and values `[positions, d]`, and the scores' scale.
 #[derive(Clone, Copy)]
-struct Head<'a> {
-    keys: &'a [f32],
-    values: &'a [f32],
+pub(crate) struct Head<'a, T = f32> {
+    keys: &'a [T],
+    values: &'a [T],
     scale: f32,
 }
 

@@ -69,6 +69,8 @@ pub struct LoadOptions {
     pub max_model_bytes: u64,
     /// Longest text accepted (UTF-8 bytes); longer texts are an error, not tokenised.
     pub max_text_bytes: usize,
+    /// Where a language model keeps its key/value cache between steps.
+    pub kv_cache: crate::decoder::KvCache,
 }
 
 impl Default for LoadOptions {
@@ -81,6 +83,7 @@ impl Default for LoadOptions {
             threads: crate::cpu::default_threads(),
             max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
             max_text_bytes: DEFAULT_MAX_TEXT_BYTES,
+            kv_cache: Default::default(),
         }
     }
 }

@@ -3,8 +3,11 @@
 //!
 //! The layout is transformers.js's: `embed_tokens.onnx` (`input_ids` → `inputs_embeds`) and
 //! `decoder_model_merged.onnx` (`inputs_embeds`, `position_ids`, `past_key_values.{i}.key` /
-//! `.value` → `logits`, `present.{i}.key` / `.value`). The cache is passed in and out of each
-//! run as tract values: the presents of one step are the pasts of the next, without copies.
+//! `.value` → `logits`, `present.{i}.key` / `.value`). Where every layer's attention is
+//! Glimpse's own ([`crate::attention`]), the cache moves into the graph ([`crate::kv_cache`]):
+//! each step appends to it in place. Otherwise (or with [`KvCache::Passed`]) it is passed in
+//! and out of each run as the graph declares: the presents of one step are the pasts of the
+//! next, each a copy of the whole cache.
 
 use tract_onnx::prelude::*;
 
@@ -12,6 +15,7 @@ use crate::bundle::GraphSpec;
 use crate::cpu::Pool;
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, GraphFile, ONNX_FLOAT, ONNX_INT64};
+use crate::kv_cache::{keep_in_graph, layer_bytes, truncate_layer};
 
 const IDS: &str = "input_ids";
 const EMBEDS: &str = "inputs_embeds";
@@ -26,6 +30,21 @@ pub struct CacheShape {
     pub head_dim: usize,
     /// Width of a token embedding.
     pub hidden: usize,
+    /// Most positions a sequence holds (prompt and answer).
+    pub context: usize,
+}
+
+/// Where a decoder's key/value cache lives between steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KvCache {
+    /// In the graph's attention ops, each step appending in place, when every layer's attention
+    /// is one Glimpse runs (`GroupQueryAttention`); passed otherwise. Its room grows with the
+    /// sequence, never past the context; [`crate::Precision::F16`] (or `Auto` on CPUs with f16
+    /// arithmetic) stores it in f16.
+    #[default]
+    InGraph,
+    /// Passed in and out of every step as the graph's `past_key_values` / `present` tensors.
+    Passed,
 }
 
 /// The embedding table and decoder graphs of a causal language model.
@@ -36,18 +55,33 @@ pub struct Decoder {
     /// For each decoder input, its index in (embeddings, positions, cache values...).
     order: Vec<usize>,
     shape: CacheShape,
+    /// The cache lives in the graph's state ([`KvCache::InGraph`] took).
+    in_graph: bool,
     /// One-token steps run with the pool's workers spinning between products: the 4-bit
     /// products split over them ([`crate::crew`]); tract's own would not.
     spin: bool,
 }
 
 /// The key/value cache of one sequence: what the decoder has seen so far.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Cache {
-    /// `past_key_values.{i}.key`, `.value` for every layer, in the decoder's input order.
+    /// `past_key_values.{i}.key`, `.value` for every layer, in layer order (passed caches).
     values: TVec<TValue>,
+    /// The decoder's run state, whose attention ops hold the cache (in-graph caches; made by
+    /// the first step).
+    state: Option<TypedSimpleState>,
     /// Tokens the cache holds.
     len: usize,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("len", &self.len)
+            .field("bytes", &self.bytes())
+            .field("in_graph", &self.state.is_some())
+            .finish()
+    }
 }
 
 impl Cache {
@@ -60,21 +94,38 @@ impl Cache {
         self.len == 0
     }
 
-    /// Bytes the cache's tensors hold.
+    /// Bytes the cache's tensors hold (in the graph: what its layers have allocated, at most
+    /// the context's worth).
     pub fn bytes(&self) -> usize {
-        self.values
+        let passed: usize = self
+            .values
             .iter()
             .map(|t| t.len() * t.datum_type().size_of())
-            .sum()
+            .sum();
+        let states = self.state.iter().flat_map(|s| s.op_states.iter().flatten());
+        passed + states.map(|s| layer_bytes(&**s)).sum::<usize>()
+    }
+
+    /// Forgets what a failed step left in an in-graph cache: the rows it appended to its
+    /// layers, and the sizes its run had resolved (the next run's may differ).
+    fn roll_back(&mut self) {
+        let Some(state) = &mut self.state else { return };
+        // Resets what tract keeps of a run (values, symbols), never the ops' states.
+        let _ = state.reset_turn();
+        for layer in state.op_states.iter_mut().flatten() {
+            truncate_layer(&mut **layer, self.len);
+        }
     }
 }
 
 impl Decoder {
-    /// Loads and checks both graphs against `shape`.
+    /// Loads and checks both graphs against `shape`; the cache lives where `kv_cache` says,
+    /// stored in f16 when `half` (in the graph only).
     pub(crate) fn load(
         embed: &GraphSpec,
         decoder: &GraphSpec,
         shape: CacheShape,
+        (kv_cache, half): (KvCache, bool),
         pool: &Pool,
     ) -> Result<Self> {
         let file = GraphFile::open(embed)?;
@@ -143,31 +194,44 @@ impl Decoder {
             file.require_output(name)?;
         }
         let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+        let unfed = file.interface_error("the decoder has inputs Glimpse does not feed".into());
+        let decoder_graph = file
+            .build_with("decoder", &facts, &outputs, false, |model| match kv_cache {
+                KvCache::InGraph => keep_in_graph(model, shape.context, half),
+                KvCache::Passed => Ok(0),
+            })?
+            .with_pool(pool.clone());
+        let in_graph = decoder_graph.has_op::<crate::kv_cache::StatefulAttention>();
         // Where each graph input comes from: the facts are embeddings, positions, then the
         // cache in layer order, which is the order of the presents.
-        let order = file
-            .inputs
+        let fed = if in_graph { 2 } else { facts.len() };
+        let order = decoder_graph
+            .input_names()
             .iter()
-            .map(|p| facts.iter().position(|(name, _, _)| *name == p.name))
+            .map(|name| facts[..fed].iter().position(|(n, _, _)| n == name))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                file.interface_error("the decoder has inputs Glimpse does not feed".into())
-            })?;
-        let decoder_graph = file
-            .build("decoder", &facts, &outputs, false)?
-            .with_pool(pool.clone());
+            .ok_or(unfed)?;
         Ok(Decoder {
             embed: embed_graph,
             spin: decoder_graph.has_op::<crate::q4_matmul::Q4MatMul>(),
             decoder: decoder_graph,
             order,
             shape,
+            in_graph,
         })
     }
 
     /// Width of a token embedding.
     pub fn hidden(&self) -> usize {
         self.shape.hidden
+    }
+
+    /// Where the cache lives: [`KvCache::InGraph`] when that could be done.
+    pub fn kv_cache(&self) -> KvCache {
+        match self.in_graph {
+            true => KvCache::InGraph,
+            false => KvCache::Passed,
+        }
     }
 
     /// An empty cache.
@@ -181,8 +245,10 @@ impl Decoder {
         let empty = Tensor::zero::<f32>(&[1, kv_heads, 0, head_dim])
             .expect("an empty tensor")
             .into_tvalue();
+        let passed = if self.in_graph { 0 } else { 2 * layers };
         Cache {
-            values: (0..2 * layers).map(|_| empty.clone()).collect(),
+            values: (0..passed).map(|_| empty.clone()).collect(),
+            state: None,
             len: 0,
         }
     }
@@ -211,12 +277,24 @@ impl Decoder {
         let inputs = self.inputs(cache, embeds)?;
         // One token's step is ~170 small 4-bit products back to back: the workers spin
         // between them.
-        let mut outputs = match n == 1 && self.spin {
-            true => self.decoder.run_values_spinning(inputs)?,
-            false => self.decoder.run_values(inputs)?,
+        let spinning = n == 1 && self.spin;
+        let mut outputs = if self.in_graph {
+            let state = match &mut cache.state {
+                Some(state) => state,
+                None => cache.state.insert(self.decoder.state()?),
+            };
+            let run = self.decoder.run_in(state, inputs, spinning);
+            run.inspect_err(|_| cache.roll_back())?
+        } else {
+            let mut outputs = match spinning {
+                true => self.decoder.run_values_spinning(inputs)?,
+                false => self.decoder.run_values(inputs)?,
+            };
+            let logits = outputs.remove(0);
+            cache.values = outputs;
+            tvec![logits]
         };
         let logits = outputs.remove(0);
-        cache.values = outputs;
         cache.len += n;
         let view = logits
             .to_plain_array_view::<f32>()
@@ -236,10 +314,12 @@ impl Decoder {
     pub fn profile(&self, cache: &Cache, embeds: Tensor) -> Result<Vec<crate::NodeTime>> {
         let spinning = self.spin && embeds.shape().get(1) == Some(&1);
         let inputs = self.inputs(cache, embeds)?;
-        self.decoder.profile(
-            inputs.into_iter().map(|v| v.into_tensor()).collect(),
-            spinning,
-        )
+        let state = match &cache.state {
+            Some(state) => state.clone(),
+            None => self.decoder.state()?,
+        };
+        let inputs = inputs.into_iter().map(|v| v.into_tensor()).collect();
+        self.decoder.profile_in(state, inputs, spinning)
     }
 
     /// The decoder's inputs, in its order, to run `embeds` after what `cache` holds.

@@ -266,10 +266,23 @@ impl GraphFile {
         outputs: &[&str],
         half: bool,
     ) -> Result<Graph> {
+        self.build_with(tower, facts, outputs, half, |_| Ok(0))
+    }
+
+    /// [`GraphFile::build`], with `edit` rewriting the graph after Glimpse's own rewrites,
+    /// before tract optimises it (it returns how many changes it made).
+    pub fn build_with(
+        self,
+        tower: &'static str,
+        facts: &[(String, DatumType, Vec<Dim>)],
+        outputs: &[&str],
+        half: bool,
+        edit: impl FnOnce(&mut TypedModel) -> TractResult<usize>,
+    ) -> Result<Graph> {
         crate::cpu::prepare();
         let path = self.path.clone();
         contained(
-            || self.build_unguarded(tower, facts, outputs, half),
+            || self.build_unguarded(tower, facts, outputs, half, edit),
             |reason| Error::Model { path, reason },
         )
     }
@@ -280,6 +293,7 @@ impl GraphFile {
         facts: &[(String, DatumType, Vec<Dim>)],
         outputs: &[&str],
         half: bool,
+        edit: impl FnOnce(&mut TypedModel) -> TractResult<usize>,
     ) -> Result<Graph> {
         let path = &self.path;
         let fail = |e: TractError| Error::Model {
@@ -343,6 +357,7 @@ impl GraphFile {
             if crate::quick_gelu::kernel_available() {
                 rewrites += crate::rewrite::fuse_quick_gelu(&mut typed)?;
             }
+            rewrites += edit(&mut typed)?;
             if rewrites > 0 {
                 typed.compact()?;
             }
@@ -351,7 +366,7 @@ impl GraphFile {
             typed.into_runnable()
         })()
         .map_err(fail)?;
-        let input_types = (0..facts.len())
+        let input_types = (0..plan.model().inputs.len())
             .map(|i| Ok(plan.model().input_fact(i)?.datum_type))
             .collect::<TractResult<_>>()
             .map_err(fail)?;
@@ -428,6 +443,39 @@ impl Graph {
         self.plan.model().nodes().iter().any(|n| n.op_is::<O>())
     }
 
+    /// The names of the graph's inputs, in its order.
+    pub fn input_names(&self) -> Vec<String> {
+        let model = self.plan.model();
+        model
+            .inputs
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect()
+    }
+
+    /// A fresh state to run the graph in: what stateful ops keep between runs
+    /// ([`Graph::run_in`]).
+    pub fn state(&self) -> Result<TypedSimpleState> {
+        SimpleState::new(&self.plan).map_err(|e| self.inference_error(format!("{e:#}")))
+    }
+
+    /// [`Graph::run_values`] in `state`, which keeps what stateful ops hold for the next run;
+    /// `spinning` as in [`Graph::run_values_spinning`].
+    pub fn run_in(
+        &self,
+        state: &mut TypedSimpleState,
+        inputs: TVec<TValue>,
+        spinning: bool,
+    ) -> Result<TVec<TValue>> {
+        contained(
+            || {
+                self.in_pool(spinning, || state.run(inputs))
+                    .map_err(|e| self.inference_error(format!("{e:#}")))
+            },
+            |reason| self.inference_error(reason),
+        )
+    }
+
     /// The concrete shape of output `ix`, when the plan knows it without running.
     pub fn output_shape(&self, ix: usize) -> Option<Vec<usize>> {
         let fact = self.plan.model().output_fact(ix).ok()?;
@@ -478,10 +526,19 @@ impl Graph {
     /// Runs once as [`Graph::run`] does (in its pool; `spinning`: as
     /// [`Graph::run_values_spinning`] does), timing every node: tract's per-node profile.
     pub fn profile(&self, inputs: TVec<Tensor>, spinning: bool) -> Result<Vec<NodeTime>> {
+        self.profile_in(self.state()?, inputs, spinning)
+    }
+
+    /// [`Graph::profile`] in `state` (one [`Graph::state`] has run in before).
+    pub fn profile_in(
+        &self,
+        mut state: TypedSimpleState,
+        inputs: TVec<Tensor>,
+        spinning: bool,
+    ) -> Result<Vec<NodeTime>> {
         let fail = |e: TractError| self.inference_error(format!("{e:#}"));
         let inputs = self.cast_inputs(inputs).map_err(fail)?;
         let mut times = Vec::new();
-        let mut state = SimpleState::new(&self.plan).map_err(fail)?;
         contained(
             || {
                 let run = || {

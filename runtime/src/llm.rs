@@ -122,7 +122,8 @@ impl LanguageModel {
         Self::load_with(dir, LoadOptions::default())
     }
 
-    /// Loads the bundle in `dir`. Of `opts`, `threads`, `max_model_bytes`, `max_text_bytes`
+    /// Loads the bundle in `dir`. Of `opts`, `threads`, `max_model_bytes`, `max_text_bytes`,
+    /// `kv_cache`, `precision` (f16: the key/value cache kept in the graph is stored in f16)
     /// and `quantized` apply: `quantized` picks the decoder's 4-bit variant
     /// (`decoder_model_merged_q4.onnx`, transformers.js's name) where the bundle has one; a
     /// bundle with only that one always uses it.
@@ -175,6 +176,7 @@ impl LanguageModel {
             kv_heads: m.kv_heads,
             head_dim: m.head_dim,
             hidden: m.hidden,
+            context: m.context,
         };
         let pool = crate::cpu::Pool::new(opts.threads);
         let has = |name: &str| dir.join("onnx").join(name).is_file();
@@ -187,6 +189,7 @@ impl LanguageModel {
             &graph("embed_tokens.onnx")?,
             &graph(decoder_file)?,
             shape,
+            (opts.kv_cache, opts.precision.is_f16_here()),
             &pool,
         )?;
         Ok(LanguageModel {
