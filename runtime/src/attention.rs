@@ -457,8 +457,22 @@ impl TypedOp for CachedAttention {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The `GroupQueryAttention` fixtures (`tools/make_attention.py`, `fixtures/attention`):
+    /// each form's name, graph and cases (inputs and ONNX Runtime's outputs).
+    pub(crate) fn fixtures() -> TractResult<Vec<(String, std::path::PathBuf, serde_json::Value)>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/attention");
+        let reference: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("reference.json"))?)?;
+        let forms = reference["cases"].as_object().context("cases")?;
+        let graph = |form: &str| dir.join(format!("{form}.onnx"));
+        Ok(forms
+            .iter()
+            .map(|(form, cases)| (form.clone(), graph(form), cases.clone()))
+            .collect())
+    }
 
     /// Against a direct f64 computation: queries and new keys rotated at positions past + i
     /// (when `rotary`), scores of every head against its group's keys, causal from `past`,
@@ -590,14 +604,11 @@ mod tests {
     #[test]
     fn group_query_attention_matches_onnx_runtime() -> TractResult<()> {
         use tract_onnx::prelude::Framework;
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/attention");
-        let reference: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("reference.json"))?)?;
-        let forms = reference["cases"].as_object().context("cases")?;
+        let forms = fixtures()?;
         assert_eq!(forms.len(), 4);
         let mut largest = 0f32;
-        for (form, cases) in forms {
-            let model = crate::onnx_ops::onnx().model_for_path(dir.join(format!("{form}.onnx")))?;
+        for (form, graph, cases) in forms {
+            let model = crate::onnx_ops::onnx().model_for_path(graph)?;
             for case in cases.as_array().context("cases")? {
                 let mut model = model.clone();
                 let mut inputs = tvec![];

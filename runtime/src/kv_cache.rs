@@ -360,13 +360,8 @@ mod tests {
     #[test]
     fn moves_the_cache_of_an_attention_graph_into_the_op() -> TractResult<()> {
         use tract_onnx::prelude::Framework;
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/attention");
-        let reference: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("reference.json"))?)?;
-        let forms = reference["cases"].as_object().context("cases")?;
-        for (form, cases) in forms {
-            let mut model =
-                crate::onnx_ops::onnx().model_for_path(dir.join(format!("{form}.onnx")))?;
+        for (form, graph, cases) in crate::attention::tests::fixtures()? {
+            let mut model = crate::onnx_ops::onnx().model_for_path(graph)?;
             let s = model.symbols.sym("s");
             let past = model.symbols.sym("past");
             let names: Vec<String> = model
