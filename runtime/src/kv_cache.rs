@@ -38,12 +38,6 @@ pub(crate) struct LayerCache<T> {
     len: usize,
 }
 
-/// What the decoder asks of a layer's cache, whatever it stores.
-trait Layer {
-    fn bytes(&self) -> usize;
-    fn truncate(&mut self, len: usize);
-}
-
 /// Bytes an op state holds if it is a layer's cache (0 otherwise).
 pub(crate) fn layer_bytes(state: &dyn OpState) -> usize {
     let f32 = state.downcast_ref::<LayerCache<f32>>().map(|l| l.bytes());
@@ -55,20 +49,10 @@ pub(crate) fn layer_bytes(state: &dyn OpState) -> usize {
 /// failed half way).
 pub(crate) fn truncate_layer(state: &mut dyn OpState, len: usize) {
     if let Some(layer) = state.downcast_mut::<LayerCache<f32>>() {
-        layer.truncate(len)
+        layer.len = layer.len.min(len);
     }
     if let Some(layer) = state.downcast_mut::<LayerCache<f16>>() {
-        layer.truncate(len)
-    }
-}
-
-impl<T: Stored> Layer for LayerCache<T> {
-    fn bytes(&self) -> usize {
-        (self.keys.len() + self.values.len()) * std::mem::size_of::<T>()
-    }
-
-    fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+        layer.len = layer.len.min(len);
     }
 }
 
@@ -76,6 +60,10 @@ impl<T: Stored> Layer for LayerCache<T> {
 const FIRST_CAPACITY: usize = 64;
 
 impl<T: Stored> LayerCache<T> {
+    fn bytes(&self) -> usize {
+        (self.keys.len() + self.values.len()) * std::mem::size_of::<T>()
+    }
+
     /// Makes room for `need` positions of `heads` heads of `d`: half as much again as the old
     /// room (so a long answer copies its cache a few times, not at every step), at least
     /// [`FIRST_CAPACITY`], at most `bound`.
