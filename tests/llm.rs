@@ -299,7 +299,7 @@ fn user_text_cannot_close_its_turn_and_bad_prompts_are_errors() {
 /// same logits at every step of the reference. With the context cut to the prompt and four
 /// tokens, three tokens that do not fit are refused and the cache loses nothing (its next
 /// steps still match), a step past the context is refused, and the cache's room is the
-/// context's worth.
+/// context's worth. A cache runs only in the decoder that made it.
 #[test]
 fn the_cache_in_the_graph_and_the_passed_cache_agree() {
     let Some(dir) = smollm2() else { return };
@@ -344,7 +344,12 @@ fn the_cache_in_the_graph_and_the_passed_cache_agree() {
     }
     assert_eq!(caches[1].len(), context);
     let one = cut.decoder().embed(&ids).unwrap();
-    refused(cut.decoder().forward(&mut caches[1], one));
+    refused(cut.decoder().forward(&mut caches[1], one.clone()));
+    // A cache runs only in the decoder that made it.
+    for (decoder, cache) in [(0, 1), (1, 0), (2, 0), (0, 2)] {
+        let err = decoders[decoder].forward(&mut caches[cache], one.clone());
+        assert!(matches!(err, Err(Error::InvalidArgument(_))), "{err:?}");
+    }
     // Keys and values of 30 layers, 3 heads of 64.
     let position = 2 * 30 * 3 * 64 * 4;
     assert_eq!(caches[1].bytes(), context * position);

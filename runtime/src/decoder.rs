@@ -324,6 +324,17 @@ impl Decoder {
 
     /// The decoder's inputs, in its order, to run `embeds` after what `cache` holds.
     fn inputs(&self, cache: &Cache, embeds: Tensor) -> Result<TVec<TValue>> {
+        let ours = match self.in_graph {
+            true => {
+                cache.values.is_empty() && cache.state.as_ref().is_none_or(|s| self.decoder.made(s))
+            }
+            false => cache.state.is_none() && cache.values.len() == 2 * self.shape.layers,
+        };
+        if !ours {
+            return Err(Error::InvalidArgument(
+                "this cache was made by another decoder (Decoder::cache makes one)".into(),
+            ));
+        }
         let n = embeds.shape().get(1).copied().unwrap_or(0);
         let positions: Vec<i64> = (cache.len..cache.len + n).map(|p| p as i64).collect();
         let positions = tensor1(&positions)

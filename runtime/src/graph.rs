@@ -459,6 +459,11 @@ impl Graph {
         SimpleState::new(&self.plan).map_err(|e| self.inference_error(format!("{e:#}")))
     }
 
+    /// Whether `state` is one of this graph's (not another's, even of the same file).
+    pub fn made(&self, state: &TypedSimpleState) -> bool {
+        Arc::ptr_eq(state.plan(), &self.plan)
+    }
+
     /// [`Graph::run_values`] in `state`, which keeps what stateful ops hold for the next run;
     /// `spinning` as in [`Graph::run_values_spinning`].
     pub fn run_in(
