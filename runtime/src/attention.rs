@@ -23,6 +23,7 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use crate::crew::par_rows;
 
 mod stored;
+use stored::Scratch;
 pub(crate) use stored::Stored;
 
 /// Causal grouped-query attention after a cache: outputs the attention `[1, s, heads × d]`
@@ -75,7 +76,7 @@ impl CachedAttention {
         let cost = self.heads * s * total * d * 2;
         par_rows(rows, s * d, cost, |first, rows| {
             let mut scores = vec![0f32; total];
-            let mut scratch = Default::default();
+            let mut scratch = Scratch::default();
             for (j, out) in rows.chunks_exact_mut(s * d).enumerate() {
                 let h = first + j;
                 let cache = (h / group) * head_stride..(h / group) * head_stride + total * d;
