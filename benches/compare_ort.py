@@ -2,12 +2,16 @@
 """Glimpse vs ONNX Runtime on the same ONNX files, same thread count, in one run.
 
   cargo build --release -p glimpse-benches
-  python benches/compare_ort.py models/clip-vit-b32-random [--quantized] [--batch 1 8] [--threads 1]
+  python benches/compare_ort.py models/clip-vit-b32-random [--quantized] [--batch 1 8] [--threads 1] [--rounds 5]
 
 Prints a Markdown table (ms per image, images/s, text ms, ratio Glimpse/ORT) for BENCHMARKS.md.
 Both sides use --threads: ORT as intra-op threads; Glimpse splits an image batch over that
 many runs of one plan, and a single image (or text) splits its matrix products over a pool of
 that many threads.
+
+With --rounds R the two sides alternate R times (which goes first alternating too): the times
+are the medians over rounds, the ratios the medians of each round's ratio, so a shared
+machine's slow spells land on both sides.
 """
 import argparse
 import json
@@ -61,20 +65,36 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--tokens", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     exe = ROOT / "target" / "release" / "glimpse-bench"
     print(f"| model | precision | threads | batch | ORT ms/img | Glimpse ms/img | Glimpse img/s | ratio | "
           f"ORT text ms ({args.tokens} tok) | Glimpse text ms | text ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for batch in args.batch:
-        o_img, o_txt = ort_side(args.bundle, args.quantized, batch, args.threads, args.iters, args.tokens)
         cmd = [str(exe), "speed", str(args.bundle), "--batch", str(batch), "--iters", str(args.iters),
                "--tokens", str(args.tokens), "--threads", str(args.threads)] + (["--quantized"] if args.quantized else [])
-        g = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        g_img = g["image_ms_per_call"] / batch
-        print(f"| {args.bundle.name} | {'int8' if args.quantized else 'fp32'} | {args.threads} | {batch} | {o_img / batch:.1f} | "
-              f"{g_img:.1f} | {1000 / g_img:.1f} | {g_img / (o_img / batch):.2f} | {o_txt:.1f} | "
-              f"{g['text_ms']:.1f} | {g['text_ms'] / o_txt:.2f} |")
+
+        def glimpse_side():
+            g = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+            return g["image_ms_per_call"], g["text_ms"]
+
+        def ours():
+            return ort_side(args.bundle, args.quantized, batch, args.threads, args.iters, args.tokens)
+
+        rounds = []
+        for r in range(args.rounds):
+            if r % 2 == 0:
+                o, g = ours(), glimpse_side()
+            else:
+                g, o = glimpse_side(), ours()
+            rounds.append((o[0] / batch, g[0] / batch, o[1], g[1]))
+        o_img, g_img, o_txt, g_txt = (float(np.median([x[i] for x in rounds])) for i in range(4))
+        ratio = float(np.median([x[1] / x[0] for x in rounds]))
+        text_ratio = float(np.median([x[3] / x[2] for x in rounds]))
+        print(f"| {args.bundle.name} | {'int8' if args.quantized else 'fp32'} | {args.threads} | {batch} | {o_img:.1f} | "
+              f"{g_img:.1f} | {1000 / g_img:.1f} | {ratio:.2f} | {o_txt:.1f} | "
+              f"{g_txt:.1f} | {text_ratio:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

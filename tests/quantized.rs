@@ -21,6 +21,23 @@ fn cosine_to_reference(variant: &str) -> f64 {
 }
 
 fn cosine_in(variant: &str, precision: Precision) -> f64 {
+    let (got, want) = embed(variant, precision, 1, false);
+    let cos = min_cosine(&got, &want);
+    eprintln!(
+        "{variant} ViT ({precision:?}) vs the reference run of the same file: min cosine {cos:.8}"
+    );
+    cos
+}
+
+/// The fixture's images through `onnx/vision_model_<variant>.onnx` as the quantised tower on
+/// `threads` threads, all in one batch or each `alone` (one image's products then split over
+/// the model's pool); and the reference embeddings.
+fn embed(
+    variant: &str,
+    precision: Precision,
+    threads: usize,
+    alone: bool,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let b = copy_bundle("clip-vit-tiny");
     let onnx = b.path().join("onnx");
     let graph = onnx.join(format!("vision_model_{variant}.onnx"));
@@ -30,15 +47,18 @@ fn cosine_in(variant: &str, precision: Precision) -> f64 {
     let opts = LoadOptions {
         quantized: true,
         precision,
+        threads,
         ..LoadOptions::vision_only()
     };
     let model = ClipModel::load_with(b.path(), opts).unwrap();
     let pixels = Reference::load(b.path()).pixels(b.path());
-    let cos = min_cosine(&model.embed_pixels(&pixels).unwrap(), &want.image_embeds);
-    eprintln!(
-        "{variant} ViT ({precision:?}) vs the reference run of the same file: min cosine {cos:.8}"
-    );
-    cos
+    let got = match alone {
+        false => model.embed_pixels(&pixels).unwrap(),
+        true => (pixels.chunks(pixels.len() / want.image_embeds.len()))
+            .flat_map(|image| model.embed_pixels(image).unwrap())
+            .collect(),
+    };
+    (got, want.image_embeds)
 }
 
 #[test]
@@ -54,6 +74,20 @@ fn static_qdq_matches_onnx_runtime() {
 #[test]
 fn dynamic_int8_matches_onnx_runtime() {
     assert!(cosine_to_reference("dynamic") >= 0.9999);
+}
+
+/// One image at a time on two threads (the run's workers spinning between its int8 products,
+/// runtime/src/crew.rs) computes what one thread computes (the fixture's products are too
+/// small to split: `int8_matmul::tests::threads_take_columns` splits one). An image alone
+/// differs slightly from the reference's batch: `DynamicQuantizeLinear` takes one scale over
+/// the whole batch.
+#[test]
+fn dynamic_int8_over_two_threads_matches_one_thread() {
+    let (one, want) = embed("dynamic", Precision::F32, 1, true);
+    let (two, _) = embed("dynamic", Precision::F32, 2, true);
+    let cos = min_cosine(&one, &two);
+    assert!(cos >= 0.999999, "two threads against one: min cosine {cos}");
+    assert!(min_cosine(&two, &want) >= 0.9998);
 }
 
 /// The same file with tract's f32-to-f16 pass over it (`Precision::F16`; `Auto` on CPUs with

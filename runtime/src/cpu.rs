@@ -132,7 +132,7 @@ impl Pool {
         }
     }
 
-    /// Runs `f`, a short run of small products (one decoder step), as [`Pool::run`] does but
+    /// Runs `f`, a run of short products (a decoder step, an int8 image), as [`Pool::run`] does but
     /// with the pool's other workers spinning between its products instead of falling asleep
     /// ([`Crew`]); tract's own products in it run on one thread.
     pub(crate) fn run_spinning<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {

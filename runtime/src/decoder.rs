@@ -57,9 +57,6 @@ pub struct Decoder {
     shape: CacheShape,
     /// The cache lives in the graph's state ([`KvCache::InGraph`] took).
     in_graph: bool,
-    /// One-token steps run with the pool's workers spinning between products: the 4-bit
-    /// products split over them ([`crate::crew`]); tract's own would not.
-    spin: bool,
 }
 
 /// The key/value cache of one sequence: what the decoder has seen so far.
@@ -213,7 +210,6 @@ impl Decoder {
             .ok_or(unfed)?;
         Ok(Decoder {
             embed: embed_graph,
-            spin: decoder_graph.has_op::<crate::q4_matmul::Q4MatMul>(),
             decoder: decoder_graph,
             order,
             shape,
@@ -275,21 +271,15 @@ impl Decoder {
             }
         };
         let inputs = self.inputs(cache, embeds)?;
-        // One token's step is ~170 small 4-bit products back to back: the workers spin
-        // between them.
-        let spinning = n == 1 && self.spin;
         let mut outputs = if self.in_graph {
             let state = match &mut cache.state {
                 Some(state) => state,
                 None => cache.state.insert(self.decoder.state()?),
             };
-            let run = self.decoder.run_in(state, inputs, spinning);
+            let run = self.decoder.run_in(state, inputs);
             run.inspect_err(|_| cache.roll_back())?
         } else {
-            let mut outputs = match spinning {
-                true => self.decoder.run_values_spinning(inputs)?,
-                false => self.decoder.run_values(inputs)?,
-            };
+            let mut outputs = self.decoder.run_values(inputs)?;
             let logits = outputs.remove(0);
             cache.values = outputs;
             tvec![logits]
@@ -312,14 +302,13 @@ impl Decoder {
     /// Times every node of one decoder run of `embeds` after `cache` (the cache is left
     /// as it was): tract's per-node profile.
     pub fn profile(&self, cache: &Cache, embeds: Tensor) -> Result<Vec<crate::NodeTime>> {
-        let spinning = self.spin && embeds.shape().get(1) == Some(&1);
         let inputs = self.inputs(cache, embeds)?;
         let state = match &cache.state {
             Some(state) => state.clone(),
             None => self.decoder.state()?,
         };
         let inputs = inputs.into_iter().map(|v| v.into_tensor()).collect();
-        self.decoder.profile_in(state, inputs, spinning)
+        self.decoder.profile_in(state, inputs)
     }
 
     /// The decoder's inputs, in its order, to run `embeds` after what `cache` holds.

@@ -74,6 +74,10 @@ pub(crate) struct Graph {
     input_types: Vec<DatumType>,
     /// Where runs execute: a pool splits each matrix product over its threads.
     pool: Pool,
+    /// Whether runs keep the pool's workers spinning between products ([`Pool::run_spinning`]):
+    /// when Glimpse's own int8 or 4-bit products carry the graph, most too short for a
+    /// sleeping worker to wake in time (tract's own products then run on one thread).
+    spins: bool,
 }
 
 impl GraphFile {
@@ -370,11 +374,15 @@ impl GraphFile {
             .map(|i| Ok(plan.model().input_fact(i)?.datum_type))
             .collect::<TractResult<_>>()
             .map_err(fail)?;
+        let spins = plan.model().nodes().iter().any(|n| {
+            n.op_is::<crate::int8_matmul::Int8MatMul>() || n.op_is::<crate::q4_matmul::Q4MatMul>()
+        });
         Ok(Graph {
             plan,
             tower,
             input_types,
             pool: Pool::Caller,
+            spins,
         })
     }
 }
@@ -464,17 +472,15 @@ impl Graph {
         Arc::ptr_eq(state.plan(), &self.plan)
     }
 
-    /// [`Graph::run_values`] in `state`, which keeps what stateful ops hold for the next run;
-    /// `spinning` as in [`Graph::run_values_spinning`].
+    /// [`Graph::run_values`] in `state`, which keeps what stateful ops hold for the next run.
     pub fn run_in(
         &self,
         state: &mut TypedSimpleState,
         inputs: TVec<TValue>,
-        spinning: bool,
     ) -> Result<TVec<TValue>> {
         contained(
             || {
-                self.in_pool(spinning, || state.run(inputs))
+                self.in_pool(|| state.run(inputs))
                     .map_err(|e| self.inference_error(format!("{e:#}")))
             },
             |reason| self.inference_error(reason),
@@ -501,37 +507,28 @@ impl Graph {
 
     /// Runs the graph on inputs of the plan's own types; returns every output kept.
     pub fn run_values(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
-        self.run_values_in(inputs, false)
-    }
-
-    /// [`Graph::run_values`] for a short run of small products (a decoder step): the pool's
-    /// workers spin between them rather than sleep ([`Pool::run_spinning`]).
-    pub fn run_values_spinning(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
-        self.run_values_in(inputs, true)
-    }
-
-    fn run_values_in(&self, inputs: TVec<TValue>, spinning: bool) -> Result<TVec<TValue>> {
         contained(
             || {
-                self.in_pool(spinning, || self.plan.run(inputs))
+                self.in_pool(|| self.plan.run(inputs))
                     .map_err(|e| self.inference_error(format!("{e:#}")))
             },
             |reason| self.inference_error(reason),
         )
     }
 
-    /// Runs `f` in the graph's pool, its workers spinning between products or not.
-    fn in_pool<T: Send>(&self, spinning: bool, f: impl FnOnce() -> T + Send) -> T {
-        match spinning {
+    /// Runs `f` in the graph's pool, its workers spinning between products if the graph's
+    /// products are Glimpse's own.
+    fn in_pool<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match self.spins {
             true => self.pool.run_spinning(f),
             false => self.pool.run(f),
         }
     }
 
-    /// Runs once as [`Graph::run`] does (in its pool; `spinning`: as
-    /// [`Graph::run_values_spinning`] does), timing every node: tract's per-node profile.
-    pub fn profile(&self, inputs: TVec<Tensor>, spinning: bool) -> Result<Vec<NodeTime>> {
-        self.profile_in(self.state()?, inputs, spinning)
+    /// Runs once as [`Graph::run`] does (in its pool), timing every node: tract's per-node
+    /// profile.
+    pub fn profile(&self, inputs: TVec<Tensor>) -> Result<Vec<NodeTime>> {
+        self.profile_in(self.state()?, inputs)
     }
 
     /// [`Graph::profile`] in `state` (one [`Graph::state`] has run in before).
@@ -539,7 +536,6 @@ impl Graph {
         &self,
         mut state: TypedSimpleState,
         inputs: TVec<Tensor>,
-        spinning: bool,
     ) -> Result<Vec<NodeTime>> {
         let fail = |e: TractError| self.inference_error(format!("{e:#}"));
         let inputs = self.cast_inputs(inputs).map_err(fail)?;
@@ -558,7 +554,7 @@ impl Graph {
                         out
                     })
                 };
-                self.in_pool(spinning, run).map_err(fail)
+                self.in_pool(run).map_err(fail)
             },
             |reason| self.inference_error(reason),
         )?;

@@ -6,7 +6,7 @@
 //! casts), which on ViT-L took as long as the product itself. Here the weight is packed once,
 //! at load, for AVX-512 VNNI's `vpdpbusd` (`u8 × i8`, four products summed into each `i32`
 //! lane): panels of sixteen columns, four `k` a lane. Its column sums are kept too, so the
-//! zero points cost one pass over the output:
+//! zero points (and the rescale to f32) are applied to the sums as the kernel stores them:
 //!
 //! `Σ (a - a0)(w - w0) = Σ a·w - a0 Σ w - w0 Σ a + k a0 w0`,
 //!
@@ -16,6 +16,8 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
+
+use std::ops::Range;
 
 use crate::crew::par_rows;
 
@@ -36,10 +38,21 @@ pub(crate) struct Int8Weight {
     kp: usize,
     /// Panel `p`'s quads are `quads[p · kp / 4..][..kp / 4]`; columns past `n` are zero.
     quads: Vec<Quad>,
-    /// Each column's sum of the stored (signed) weights.
+    /// Each column's sum of the stored (signed) weights; zero past `n`, to whole panels.
     sums: Vec<i32>,
-    /// Each column's zero point, shifted as the weights are.
+    /// Each column's zero point, shifted as the weights are; zero past `n`, to whole panels.
     zero: Vec<i32>,
+}
+
+/// What a product does to its raw sums before storing them (the zero-point formula in the
+/// module's comment, then the optional scale), per column to whole panels.
+pub(crate) struct Finish<'a> {
+    /// `k·a0·w0[c] − a0·Σw[c]`, added to every row.
+    column: &'a [i32],
+    /// With weight zero points: `w0[c]` and each row's `Σa`, their product subtracted.
+    zero: Option<(&'a [i32], &'a [i32])>,
+    /// Each sum becomes the bits of `sum as f32 · scale`.
+    scale: Option<f32>,
 }
 
 impl Int8Weight {
@@ -65,7 +78,8 @@ impl Int8Weight {
             .iter()
             .map(|&w| (w - shift) as i8)
             .collect();
-        let zero: Vec<i32> = match zero_point {
+        let padded = n.next_multiple_of(PANEL);
+        let mut zero: Vec<i32> = match zero_point {
             None => vec![-shift; n],
             Some(z) => {
                 ensure!(
@@ -80,6 +94,7 @@ impl Int8Weight {
                 (0..n).map(|c| z[c % z.len()] - shift).collect()
             }
         };
+        zero.resize(padded, 0);
         let kp = k.next_multiple_of(4);
         let panels = n.div_ceil(PANEL);
         let mut quads = vec![Quad([0; 64]); panels * kp / 4];
@@ -92,8 +107,11 @@ impl Int8Weight {
                 }
             }
         }
-        let sums = (0..n)
-            .map(|c| (0..k).map(|r| stored[r * n + c] as i32).sum())
+        let sums = (0..padded)
+            .map(|c| match c < n {
+                true => (0..k).map(|r| stored[r * n + c] as i32).sum(),
+                false => 0,
+            })
             .collect();
         Ok(Int8Weight {
             k,
@@ -133,41 +151,105 @@ impl Int8Weight {
         } else {
             (std::borrow::Cow::Borrowed(a), a0)
         };
+        let k = self.k as i32;
+        let column: Vec<i32> = (self.sums.iter().zip(&self.zero))
+            .map(|(&s, &z)| {
+                k.wrapping_mul(a0)
+                    .wrapping_mul(z)
+                    .wrapping_sub(a0.wrapping_mul(s))
+            })
+            .collect();
+        let weight_zero = self.zero.iter().any(|&z| z != 0);
+        let row_sums: Vec<i32> = match weight_zero {
+            true => (a.chunks_exact(self.kp))
+                .map(|row| row.iter().map(|&v| v as i32).sum())
+                .collect(),
+            false => Vec::new(),
+        };
+        let finish = Finish {
+            column: &column,
+            zero: weight_zero.then_some((&self.zero[..], &row_sums[..])),
+            scale,
+        };
+        // Threads take columns, every row: each reads only its share of the weight, which
+        // for an image's 50 rows costs more to bring in than to multiply.
+        let panels = self.n.div_ceil(PANEL);
+        let mut tasks = vec![0u8; panels.div_ceil(TASK_PANELS)];
+        let out = Out(y.as_mut_ptr());
         let cost = m * self.n * self.k;
-        par_rows(y, self.n, cost, |first, out| {
-            let rows = out.len() / self.n;
-            let a = &a[first * self.kp..][..rows * self.kp];
-            self.product(a, rows, out);
-            self.correct(a, a0, scale, out);
+        par_rows(&mut tasks, 1, cost, |first, mine| {
+            let from = first * TASK_PANELS;
+            let to = ((first + mine.len()) * TASK_PANELS).min(panels);
+            // SAFETY: `y` holds `m` rows of `n`; each task writes only its own columns, and
+            // `y` outlives `par_rows`.
+            unsafe { self.product(&a, m, from..to, &finish, out.get()) };
         })
     }
 
-    /// `out = Σ a·w` (the stored weights) for `rows` padded rows of `a`.
-    fn product(&self, a: &[u8], rows: usize, out: &mut [i32]) {
+    /// Panels `panels` of `out = finish(Σ a·w)` (the stored weights) for `rows` padded rows
+    /// of `a`.
+    ///
+    /// # Safety
+    /// `out` holds `rows` rows of `n`, whose columns in `panels` nothing else reads or writes.
+    unsafe fn product(
+        &self,
+        a: &[u8],
+        rows: usize,
+        panels: Range<usize>,
+        finish: &Finish,
+        out: *mut i32,
+    ) {
         #[cfg(target_arch = "x86_64")]
         if avx512::available() {
             // SAFETY: the CPU has the kernel's features; shapes as `matmul` checked them.
-            return unsafe { avx512::product(self, a, rows, out) };
+            return unsafe { avx512::product(self, a, rows, panels, finish, out) };
         }
-        portable_product(self, a, rows, out)
+        let columns = panels.start * PANEL..(panels.end * PANEL).min(self.n);
+        // SAFETY: as the caller promised.
+        unsafe {
+            portable_product(self, a, rows, panels, out);
+            finish.apply(self.n, rows, columns, out);
+        }
     }
+}
 
-    /// Takes the zero points off `out`'s raw sums (the formula in the module's comment), and
-    /// applies `scale` as [`Self::matmul`] says, in the same pass.
-    fn correct(&self, a: &[u8], a0: i32, scale: Option<f32>, out: &mut [i32]) {
-        let k = self.k as i32;
-        let weight_zero = self.zero.iter().any(|&z| z != 0);
-        for (row, y) in a.chunks_exact(self.kp).zip(out.chunks_exact_mut(self.n)) {
-            let row_sum: i32 = match weight_zero {
-                true => row.iter().map(|&v| v as i32).sum(),
-                false => 0,
+/// Panels a thread's task: the kernel's widest tile.
+const TASK_PANELS: usize = 4;
+
+/// A product's output, written by several threads, each in its own columns.
+#[derive(Clone, Copy)]
+struct Out(*mut i32);
+
+// SAFETY: the threads writing through it write disjoint elements (`Int8Weight::matmul`).
+unsafe impl Sync for Out {}
+unsafe impl Send for Out {}
+
+impl Out {
+    /// The pointer (a method, so closures capture the whole `Out`).
+    fn get(self) -> *mut i32 {
+        self.0
+    }
+}
+
+impl Finish<'_> {
+    /// Finishes the raw sums in `columns` of `rows` rows of `n` at `out`, lane by lane (the
+    /// kernels do it in registers).
+    ///
+    /// # Safety
+    /// `out` holds `rows` rows of `n`, its `columns` this thread's alone.
+    unsafe fn apply(&self, n: usize, rows: usize, columns: Range<usize>, out: *mut i32) {
+        for r in 0..rows {
+            // SAFETY: as the caller promised.
+            let y = unsafe {
+                std::slice::from_raw_parts_mut(out.add(r * n + columns.start), columns.len())
             };
-            for ((y, &s), &z) in y.iter_mut().zip(&self.sums).zip(&self.zero) {
-                let sum = y
-                    .wrapping_sub(a0.wrapping_mul(s))
-                    .wrapping_sub(z.wrapping_mul(row_sum))
-                    .wrapping_add(k.wrapping_mul(a0).wrapping_mul(z));
-                *y = match scale {
+            let row_sum = self.zero.map(|(_, sums)| sums[r]);
+            for (c, y) in columns.clone().zip(y) {
+                let mut sum = y.wrapping_add(self.column[c]);
+                if let (Some((zero, _)), Some(row_sum)) = (self.zero, row_sum) {
+                    sum = sum.wrapping_sub(zero[c].wrapping_mul(row_sum));
+                }
+                *y = match self.scale {
                     Some(scale) => (sum as f32 * scale).to_bits() as i32,
                     None => sum,
                 };
@@ -176,18 +258,26 @@ impl Int8Weight {
     }
 }
 
-/// [`Int8Weight::product`] lane by lane, where no kernel applies (and as the kernels'
-/// reference in tests).
-fn portable_product(w: &Int8Weight, a: &[u8], rows: usize, out: &mut [i32]) {
+/// [`Int8Weight::product`]'s raw sums lane by lane, where no kernel applies (and as the
+/// kernels' reference in tests).
+///
+/// # Safety
+/// As [`Int8Weight::product`]'s.
+unsafe fn portable_product(
+    w: &Int8Weight,
+    a: &[u8],
+    rows: usize,
+    panels: Range<usize>,
+    out: *mut i32,
+) {
     let per_panel = w.kp / 4;
-    for (row, y) in a
-        .chunks_exact(w.kp)
-        .zip(out.chunks_exact_mut(w.n))
-        .take(rows)
-    {
-        for (p, panel) in w.quads.chunks_exact(per_panel).enumerate() {
+    for (r, row) in a.chunks_exact(w.kp).take(rows).enumerate() {
+        for p in panels.clone() {
             let mut acc = [0i32; PANEL];
-            for (quad, x) in panel.iter().zip(row.chunks_exact(4)) {
+            for (quad, x) in w.quads[p * per_panel..][..per_panel]
+                .iter()
+                .zip(row.chunks_exact(4))
+            {
                 for (l, acc) in acc.iter_mut().enumerate() {
                     let w = &quad.0[4 * l..][..4];
                     *acc += x
@@ -198,7 +288,9 @@ fn portable_product(w: &Int8Weight, a: &[u8], rows: usize, out: &mut [i32]) {
                 }
             }
             let cols = PANEL.min(w.n - p * PANEL);
-            y[p * PANEL..][..cols].copy_from_slice(&acc[..cols]);
+            // SAFETY: as the caller promised.
+            unsafe { std::slice::from_raw_parts_mut(out.add(r * w.n + p * PANEL), cols) }
+                .copy_from_slice(&acc[..cols]);
         }
     }
 }
@@ -365,7 +457,7 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (seed >> 33) as u8
         };
-        for (k, n) in [(7, 5), (64, 16), (37, 70), (130, 33)] {
+        for (k, n) in [(7, 5), (64, 16), (37, 70), (130, 33), (64, 200)] {
             for (signed_a, signed_w) in [(false, true), (true, true), (false, false), (true, false)]
             {
                 let raw_w: Vec<u8> = (0..k * n).map(|_| next()).collect();
@@ -385,7 +477,7 @@ mod tests {
                         false => tensor1(z),
                     });
                     let weight = Int8Weight::new(&w, w0_tensor.as_ref()).unwrap();
-                    for m in [1, 6, 13] {
+                    for m in [0, 1, 6, 13] {
                         let a: Vec<u8> = (0..m * k).map(|_| next()).collect();
                         let a0 = value(next(), signed_a);
                         let want: Vec<i32> = (0..m * n)
@@ -416,13 +508,89 @@ mod tests {
                             to.iter_mut().zip(from).for_each(|(t, f)| *t = f ^ flip);
                         }
                         let mut y = vec![0i32; m * n];
-                        portable_product(&weight, &padded, m, &mut y);
-                        weight.correct(&padded, a0 + if signed_a { 128 } else { 0 }, None, &mut y);
+                        let panels = 0..n.div_ceil(PANEL);
+                        // SAFETY: `y` holds `m` rows of `n`.
+                        unsafe { portable_product(&weight, &padded, m, panels, y.as_mut_ptr()) };
+                        finished(
+                            &weight,
+                            &padded,
+                            a0 + if signed_a { 128 } else { 0 },
+                            &mut y,
+                        );
                         assert_eq!(y, want, "portable: k {k} n {n} m {m}");
                     }
                 }
             }
         }
+    }
+
+    /// Split over a crew's threads (tasks of a few panels each, every row), the product is the
+    /// one computed in one piece: with zero points on both sides and the rescale.
+    #[test]
+    fn threads_take_columns() {
+        let (k, n, m) = (130, 200, 13);
+        let w: Vec<u8> = (0..k * n).map(|i| (i * 37 % 256) as u8).collect();
+        let w0: Vec<u8> = (0..n).map(|c| (c * 11 % 256) as u8).collect();
+        let w = tensor1(&w).into_shape(&[k, n]).unwrap();
+        let weight = Int8Weight::new(&w, Some(&tensor1(&w0))).unwrap();
+        let a: Vec<u8> = (0..m * k).map(|i| (i * 101 % 256) as u8).collect();
+        let run = |y: &mut Vec<i32>| weight.matmul(&a, false, 7, Some(0.01), m, y).unwrap();
+        let mut alone = vec![0; m * n];
+        run(&mut alone);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let split = pool.install(|| {
+            crate::crew::Crew::serve(1, || {
+                let mut y = vec![0; m * n];
+                run(&mut y);
+                y
+            })
+        });
+        assert!(split == alone, "split over threads differs");
+        // And against the portable product taken as a whole (rows padded to `kp`).
+        let mut padded = vec![0u8; m * weight.kp];
+        for (to, from) in padded.chunks_exact_mut(weight.kp).zip(a.chunks(k)) {
+            to[..k].copy_from_slice(from);
+        }
+        let a = padded;
+        let mut whole = vec![0; m * n];
+        let panels = 0..n.div_ceil(PANEL);
+        // SAFETY: `whole` holds `m` rows of `n`.
+        unsafe { portable_product(&weight, &a, m, panels, whole.as_mut_ptr()) };
+        let column: Vec<i32> = (weight.sums.iter().zip(&weight.zero))
+            .map(|(&s, &z)| (k as i32) * 7 * z - 7 * s)
+            .collect();
+        let row_sums: Vec<i32> = (a.chunks_exact(weight.kp))
+            .map(|row| row.iter().map(|&v| v as i32).sum())
+            .collect();
+        let finish = Finish {
+            column: &column,
+            zero: Some((&weight.zero, &row_sums)),
+            scale: Some(0.01),
+        };
+        // SAFETY: as above.
+        unsafe { finish.apply(n, m, 0..n, whole.as_mut_ptr()) };
+        assert!(split == whole, "differs from the portable product");
+    }
+
+    /// The zero-point formula applied to a raw product, as `matmul` sets it up.
+    fn finished(w: &Int8Weight, a: &[u8], a0: i32, y: &mut [i32]) {
+        let column: Vec<i32> = (w.sums.iter().zip(&w.zero))
+            .map(|(&s, &z)| (w.k as i32) * a0 * z - a0 * s)
+            .collect();
+        let row_sums: Vec<i32> = (a.chunks_exact(w.kp))
+            .map(|row| row.iter().map(|&v| v as i32).sum())
+            .collect();
+        let finish = Finish {
+            column: &column,
+            zero: Some((&w.zero, &row_sums)),
+            scale: None,
+        };
+        let rows = y.len() / w.n;
+        // SAFETY: `y` holds `rows` rows of `n`.
+        unsafe { finish.apply(w.n, rows, 0..w.n, y.as_mut_ptr()) };
     }
 
     #[test]

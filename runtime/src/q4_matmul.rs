@@ -10,8 +10,7 @@
 //! what one token of decode is bound by (BENCHMARKS.md). Kernels are picked at run time:
 //! AVX-512 VNNI for Q8_0 activations ([`avx512`]), AVX2+FMA ([`avx2`]), elsewhere
 //! lane-by-lane loops for the compiler to vectorise (NEON is aarch64's baseline). Weight
-//! rows are split over the graph's thread pool, or over a decoder step's spinning
-//! [`crate::crew`].
+//! rows are split over the run's spinning [`crate::crew`].
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;

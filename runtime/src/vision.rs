@@ -176,7 +176,7 @@ impl VisionTower {
         let (pixels, n_run) = self.pad_batch(pixels, 1, per);
         let tensor = Tensor::from_shape(&[n_run, 3, h as usize, w as usize], &pixels)
             .map_err(|e| Error::InvalidArgument(format!("{e:#}")))?;
-        self.graph.profile(tvec!(tensor), false)
+        self.graph.profile(tvec!(tensor))
     }
 
     /// Runs the graph on one chunk of images.

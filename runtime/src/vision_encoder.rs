@@ -125,7 +125,7 @@ impl VisionEncoder {
     /// Times every node of one run on `pixels`, on the caller's thread: tract's per-node
     /// profile.
     pub fn profile(&self, pixels: &[f32]) -> Result<Vec<crate::NodeTime>> {
-        self.graph.profile(tvec![self.pixel_tensor(pixels)?], false)
+        self.graph.profile(tvec![self.pixel_tensor(pixels)?])
     }
 
     fn pixel_tensor(&self, pixels: &[f32]) -> Result<Tensor> {
