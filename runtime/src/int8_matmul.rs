@@ -171,8 +171,9 @@ impl Int8Weight {
             zero: weight_zero.then_some((&self.zero[..], &row_sums[..])),
             scale,
         };
-        // Threads take columns, every row: each reads only its share of the weight, which
-        // for an image's 50 rows costs more to bring in than to multiply.
+        // Threads take columns, every row: each reads only its share of the weight (an
+        // image's 50 rows use each weight byte only 50 times; splitting rows, each thread read
+        // all of it).
         let panels = self.n.div_ceil(PANEL);
         let mut tasks = vec![0u8; panels.div_ceil(TASK_PANELS)];
         let out = Out(y.as_mut_ptr());
@@ -213,8 +214,8 @@ impl Int8Weight {
     }
 }
 
-/// Panels a thread's task: the kernel's widest tile.
-const TASK_PANELS: usize = 4;
+/// Panels a thread's task: the AVX-512 kernel's widest tile.
+const TASK_PANELS: usize = 2;
 
 /// A product's output, written by several threads, each in its own columns.
 #[derive(Clone, Copy)]
@@ -573,6 +574,20 @@ mod tests {
         // SAFETY: as above.
         unsafe { finish.apply(n, m, 0..n, whole.as_mut_ptr()) };
         assert!(split == whole, "differs from the portable product");
+        // The portable path by task, as CPUs without the kernel split it: the last panel
+        // part-filled (200 columns).
+        let mut pieces = vec![0; m * n];
+        let panels = n.div_ceil(PANEL);
+        for from in (0..panels).step_by(TASK_PANELS) {
+            let to = (from + TASK_PANELS).min(panels);
+            let columns = from * PANEL..(to * PANEL).min(n);
+            // SAFETY: as above; the pieces' columns are disjoint.
+            unsafe {
+                portable_product(&weight, &a, m, from..to, pieces.as_mut_ptr());
+                finish.apply(n, m, columns, pieces.as_mut_ptr());
+            }
+        }
+        assert!(pieces == whole, "the portable product by task differs");
     }
 
     /// The zero-point formula applied to a raw product, as `matmul` sets it up.
