@@ -560,12 +560,7 @@ mod tests {
         let panels = 0..n.div_ceil(PANEL);
         // SAFETY: `whole` holds `m` rows of `n`.
         unsafe { portable_product(&weight, &a, m, panels, whole.as_mut_ptr()) };
-        let column: Vec<i32> = (weight.sums.iter().zip(&weight.zero))
-            .map(|(&s, &z)| (k as i32) * 7 * z - 7 * s)
-            .collect();
-        let row_sums: Vec<i32> = (a.chunks_exact(weight.kp))
-            .map(|row| row.iter().map(|&v| v as i32).sum())
-            .collect();
+        let (column, row_sums) = finish_parts(&weight, &a, 7);
         let finish = Finish {
             column: &column,
             zero: Some((&weight.zero, &row_sums)),
@@ -590,14 +585,21 @@ mod tests {
         assert!(pieces == whole, "the portable product by task differs");
     }
 
-    /// The zero-point formula applied to a raw product, as `matmul` sets it up.
-    fn finished(w: &Int8Weight, a: &[u8], a0: i32, y: &mut [i32]) {
-        let column: Vec<i32> = (w.sums.iter().zip(&w.zero))
+    /// [`Finish`]'s per-column terms and row sums for padded rows `a` with zero point `a0`,
+    /// in plain arithmetic.
+    fn finish_parts(w: &Int8Weight, a: &[u8], a0: i32) -> (Vec<i32>, Vec<i32>) {
+        let column = (w.sums.iter().zip(&w.zero))
             .map(|(&s, &z)| (w.k as i32) * a0 * z - a0 * s)
             .collect();
-        let row_sums: Vec<i32> = (a.chunks_exact(w.kp))
+        let row_sums = (a.chunks_exact(w.kp))
             .map(|row| row.iter().map(|&v| v as i32).sum())
             .collect();
+        (column, row_sums)
+    }
+
+    /// The zero-point formula applied to a raw product, as `matmul` sets it up.
+    fn finished(w: &Int8Weight, a: &[u8], a0: i32, y: &mut [i32]) {
+        let (column, row_sums) = finish_parts(w, a, a0);
         let finish = Finish {
             column: &column,
             zero: Some((&w.zero, &row_sums)),
