@@ -374,16 +374,16 @@ impl GraphFile {
             .map(|i| Ok(plan.model().input_fact(i)?.datum_type))
             .collect::<TractResult<_>>()
             .map_err(fail)?;
-        let spins = plan.model().nodes().iter().any(|n| {
-            n.op_is::<crate::int8_matmul::Int8MatMul>() || n.op_is::<crate::q4_matmul::Q4MatMul>()
-        });
-        Ok(Graph {
+        let mut graph = Graph {
             plan,
             tower,
             input_types,
             pool: Pool::Caller,
-            spins,
-        })
+            spins: false,
+        };
+        graph.spins = graph.has_op::<crate::int8_matmul::Int8MatMul>()
+            || graph.has_op::<crate::q4_matmul::Q4MatMul>();
+        Ok(graph)
     }
 }
 
