@@ -79,15 +79,15 @@ def main():
             g = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
             return g["image_ms_per_call"], g["text_ms"]
 
-        def ours():
+        def onnx_runtime_side():
             return ort_side(args.bundle, args.quantized, batch, args.threads, args.iters, args.tokens)
 
         rounds = []
         for r in range(args.rounds):
             if r % 2 == 0:
-                o, g = ours(), glimpse_side()
+                o, g = onnx_runtime_side(), glimpse_side()
             else:
-                g, o = glimpse_side(), ours()
+                g, o = glimpse_side(), onnx_runtime_side()
             rounds.append((o[0] / batch, g[0] / batch, o[1], g[1]))
         o_img, g_img, o_txt, g_txt = (float(np.median([x[i] for x in rounds])) for i in range(4))
         ratio = float(np.median([x[1] / x[0] for x in rounds]))
