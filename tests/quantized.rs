@@ -2,8 +2,8 @@
 //! dequantisation (tract 0.23.9 broadcasts per-axis scales) and a full `quantize_static` QDQ
 //! ViT (Glimpse keeps attention probabilities in float, see runtime/src/qdq.rs). A
 //! `quantize_dynamic` ViT computes what the ONNX operators' exact integer arithmetic computes
-//! (tract's int8 kernels on ARM, f32 products on x86-64 without VNNI: runtime/src/onnx_ops.rs;
-//! Glimpse's packed int8 product with AVX-512 VNNI: runtime/src/int8_matmul.rs).
+//! (tract's int8 kernels on ARM, f32 products on x86-64 without AVX2: runtime/src/onnx_ops.rs;
+//! Glimpse's packed int8 product with AVX2 or AVX-512 VNNI: runtime/src/int8_matmul.rs).
 
 use glimpse::{ClipModel, LoadOptions, Precision};
 use glimpse_tests::{copy_bundle, fixtures, min_cosine, Reference};

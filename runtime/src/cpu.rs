@@ -39,18 +39,20 @@ pub(crate) fn fp16() -> bool {
     native.has(Isa::Aarch64Fp16) || native.has(Isa::X86_64Avx512Fp16)
 }
 
-/// Whether Glimpse computes int8 matrix products (`MatMulInteger`) in f32: on x86-64 without
-/// VNNI. tract (0.23.9) runs them there in `avx2_mmm_i32_8x8`, whose inner loop stalls on a
-/// legacy-SSE load: ~100× slower than its f32 kernels on the same product (BENCHMARKS.md).
+/// Whether Glimpse computes int8 matrix products (`MatMulInteger`) in f32: on x86-64 where
+/// neither its own kernels (AVX2 at least) nor tract's VNNI ones run. tract's (0.23.9) x86
+/// int8 kernels without VNNI are far slower than its f32 ones: `avx2_mmm_i32_8x8`'s inner
+/// loop stalls on a legacy-SSE load, ~100× (BENCHMARKS.md).
 pub(crate) fn int8_products_in_f32() -> bool {
     let native = native_isa();
     cfg!(target_arch = "x86_64")
+        && !int8_products_packed()
         && !native.has(Isa::X86_64Avx512Vnni)
         && !native.has(Isa::X86_64AvxVnni)
 }
 
 /// Whether Glimpse runs int8 matrix products with constant weights in its own packed kernel
-/// ([`crate::int8_matmul`]): on x86-64 with AVX-512 VNNI, where it is the one written.
+/// ([`crate::int8_matmul`]): on x86-64 with AVX-512 VNNI or AVX2, the ones written.
 pub(crate) fn int8_products_packed() -> bool {
     #[cfg(target_arch = "x86_64")]
     return crate::int8_matmul::kernel_available();

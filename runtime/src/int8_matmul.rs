@@ -12,6 +12,7 @@
 //!
 //! with `Σ a` taken only when a weight zero point is not 0. `i8` activations and `u8` weights
 //! are shifted by 128 into that form, their zero points with them. Integer sums are exact.
+//! Without VNNI, an AVX2 kernel reads the same packing (`avx2.rs` says how).
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -204,6 +205,9 @@ impl Int8Weight {
         if avx512::available() {
             // SAFETY: the CPU has the kernel's features; shapes as `matmul` checked them.
             return unsafe { avx512::product(self, a, rows, panels, finish, out) };
+        } else if avx2::available() {
+            // SAFETY: as above.
+            return unsafe { avx2::product(self, a, rows, panels, finish, out) };
         }
         let columns = panels.start * PANEL..(panels.end * PANEL).min(self.n);
         // SAFETY: as the caller promised.
@@ -297,12 +301,14 @@ unsafe fn portable_product(
 }
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 
 /// Whether this CPU runs a kernel rather than [`portable_product`].
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn kernel_available() -> bool {
-    avx512::available()
+    avx512::available() || avx2::available()
 }
 
 /// The graph operator: `MatMulInteger(a, w, a0, w0)` with `w` and `w0` held by the operator.
@@ -583,6 +589,42 @@ mod tests {
             }
         }
         assert!(pieces == whole, "the portable product by task differs");
+    }
+
+    /// The AVX2 kernel, which a CPU with AVX-512 VNNI would not run through `matmul`, against
+    /// the portable product: every tile height, a part-filled last panel, the finish terms.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernel_matches_the_portable_product() {
+        if !avx2::available() {
+            return;
+        }
+        for (k, n) in [(4, 16), (130, 200), (768, 40)] {
+            let w: Vec<u8> = (0..k * n).map(|i| (i * 37 % 256) as u8).collect();
+            let w0: Vec<u8> = (0..n).map(|c| (c * 11 % 256) as u8).collect();
+            let w = tensor1(&w).into_shape(&[k, n]).unwrap();
+            let weight = Int8Weight::new(&w, Some(&tensor1(&w0))).unwrap();
+            for m in [1, 2, 3, 4, 5, 13] {
+                let a: Vec<u8> = (0..m * weight.kp).map(|i| (i * 101 % 256) as u8).collect();
+                let (column, row_sums) = finish_parts(&weight, &a, 7);
+                for scale in [None, Some(0.01)] {
+                    let finish = Finish {
+                        column: &column,
+                        zero: Some((&weight.zero, &row_sums)),
+                        scale,
+                    };
+                    let panels = 0..n.div_ceil(PANEL);
+                    let (mut want, mut got) = (vec![0; m * n], vec![0; m * n]);
+                    // SAFETY: both hold `m` rows of `n`; the CPU has AVX2.
+                    unsafe {
+                        portable_product(&weight, &a, m, panels.clone(), want.as_mut_ptr());
+                        finish.apply(n, m, 0..n, want.as_mut_ptr());
+                        avx2::product(&weight, &a, m, panels, &finish, got.as_mut_ptr());
+                    }
+                    assert!(got == want, "k {k} n {n} m {m} scale {scale:?}");
+                }
+            }
+        }
     }
 
     /// [`Finish`]'s per-column terms and row sums for padded rows `a` with zero point `a0`,

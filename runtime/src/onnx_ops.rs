@@ -9,9 +9,9 @@
 //! ([`crate::cpu::int8_products_in_f32`]): the same product of zero-point-centred integers,
 //! computed in f32. Constant weights are centred and converted once, while the graph is built;
 //! the activations per run. Integer sums are exact in f32 up to 2^24 and within
-//! a few units in 10^7 past that, far below the quantisation error itself. Where the CPU has
-//! AVX-512 VNNI ([`crate::cpu::int8_products_packed`]), a constant weight goes to
-//! [`crate::int8_matmul`]'s packed int8 product instead.
+//! a few units in 10^7 past that, far below the quantisation error itself. Where Glimpse's
+//! kernels run (AVX-512 VNNI or AVX2: [`crate::cpu::int8_products_packed`]), a constant weight
+//! goes to [`crate::int8_matmul`]'s packed int8 product instead.
 //!
 //! `DynamicQuantizeLinear`: [`crate::dynamic_quantize`]'s, in vectorised passes.
 //!
