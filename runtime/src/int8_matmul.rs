@@ -201,6 +201,12 @@ impl Int8Weight {
         finish: &Finish,
         out: *mut i32,
     ) {
+        let whole = self.n.div_ceil(PANEL) * PANEL;
+        debug_assert!(a.len() >= rows * self.kp && panels.end * PANEL <= whole);
+        debug_assert!(finish.column.len() >= whole);
+        debug_assert!(finish
+            .zero
+            .is_none_or(|(z, s)| z.len() >= whole && s.len() >= rows));
         #[cfg(target_arch = "x86_64")]
         if avx512::available() {
             // SAFETY: the CPU has the kernel's features; shapes as `matmul` checked them.

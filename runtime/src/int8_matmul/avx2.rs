@@ -38,12 +38,6 @@ pub(super) unsafe fn product(
     finish: &Finish,
     out: *mut i32,
 ) {
-    let whole = w.n.div_ceil(PANEL) * PANEL;
-    debug_assert!(a.len() >= rows * w.kp && panels.end * PANEL <= whole);
-    debug_assert!(finish.column.len() >= whole);
-    debug_assert!(finish
-        .zero
-        .is_none_or(|(z, s)| z.len() >= whole && s.len() >= rows));
     for p in panels {
         let mut i = 0;
         while i < rows {
