@@ -3,6 +3,7 @@
 //! accuracy (within 1 point of fp32, embeddings at cosine ≥ 0.99 to fp32's).
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use glimpse::{ClipModel, Embedding, LoadOptions};
 use glimpse_tests::{fixtures, min_cosine};
@@ -51,6 +52,17 @@ fn data() -> Data {
     }
 }
 
+/// The evaluation data and its fp32 run, computed once for all the tests (under qemu in CI's
+/// ARM stage one run takes over a minute).
+fn fp32() -> &'static (Data, Vec<Embedding>, Vec<i64>) {
+    static FP32: OnceLock<(Data, Vec<Embedding>, Vec<i64>)> = OnceLock::new();
+    FP32.get_or_init(|| {
+        let d = data();
+        let (embeddings, preds) = run(&d, LoadOptions::default());
+        (d, embeddings, preds)
+    })
+}
+
 /// Embeddings and predicted class indices of the evaluation images.
 fn run(d: &Data, opts: LoadOptions) -> (Vec<Embedding>, Vec<i64>) {
     let model = ClipModel::load_with(dir(), opts).unwrap();
@@ -72,10 +84,9 @@ fn accuracy(preds: &[i64], labels: &[i64]) -> f64 {
 
 #[test]
 fn fp32_matches_pytorch() {
-    let d = data();
-    let (_, preds) = run(&d, LoadOptions::default());
+    let (d, _, preds) = fp32();
     let agree = preds.iter().zip(&d.torch).filter(|(a, b)| a == b).count();
-    let acc = accuracy(&preds, &d.labels);
+    let acc = accuracy(preds, &d.labels);
     eprintln!(
         "fashion-clip fp32 on {} test images: accuracy {acc:.4}, PyTorch {:.4} (PyTorch on all 10k: {:.4}); \
          same prediction on {agree}",
@@ -95,14 +106,10 @@ fn fp32_matches_pytorch() {
 }
 
 fn check_reduced_precision(name: &str, opts: LoadOptions) {
-    let d = data();
-    let (fp32, fp32_preds) = run(&d, LoadOptions::default());
-    let (low, preds) = run(&d, opts);
-    let (acc32, acc) = (
-        accuracy(&fp32_preds, &d.labels),
-        accuracy(&preds, &d.labels),
-    );
-    let cos = min_cosine(&low, &fp32);
+    let (d, fp32, fp32_preds) = fp32();
+    let (low, preds) = run(d, opts);
+    let (acc32, acc) = (accuracy(fp32_preds, &d.labels), accuracy(&preds, &d.labels));
+    let cos = min_cosine(&low, fp32);
     eprintln!("fashion-clip {name}: accuracy {acc:.4} (fp32 {acc32:.4}), min embedding cosine to fp32 {cos:.5} (1 - cos = {:.1e})", 1.0 - cos);
     assert!(
         (acc - acc32).abs() <= 0.01,
