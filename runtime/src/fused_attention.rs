@@ -213,11 +213,59 @@ struct Work {
 /// One head: `out` (`[s, e]`) `= softmax(q kᵀ) v` of the gathered `[s, d]`, `[t, d]`, `[t, e]`.
 fn head(work: &mut Work, n: Sizes, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if kernel_available() {
-        // SAFETY: the CPU has the kernel's features; the buffers hold what `n` says.
-        return unsafe { avx512::head(work, n, out) };
+    {
+        if avx512::available() {
+            // SAFETY: the CPU has the kernel's features; the buffers hold what `n` says.
+            return unsafe { avx512::head(work, n, out) };
+        }
+        if avx2::available() {
+            // SAFETY: as above.
+            return unsafe { avx2::head(work, n, out) };
+        }
     }
     portable_head(work, n, out)
+}
+
+/// A head's gathered queries and values, and its keys packed for a kernel: panels of `lanes`
+/// keys, `d` vectors each (key `lanes · p + l`, depth `c` at `packed[(p · d + c) · lanes + l]`),
+/// zero past the last key.
+#[cfg(target_arch = "x86_64")]
+struct Keys<'a> {
+    q: &'a [f32],
+    packed: &'a [f32],
+    v: &'a [f32],
+    n: Sizes,
+    panels: usize,
+    /// Score row length: the keys rounded up to a panel.
+    width: usize,
+}
+
+/// Packs `work`'s keys into panels of `lanes`; beside them (in `work.scratch`), `rows` score
+/// rows of [`Keys::width`].
+#[cfg(target_arch = "x86_64")]
+fn pack_keys(work: &mut Work, n: Sizes, lanes: usize, rows: usize) -> (Keys<'_>, &mut [f32]) {
+    assert!(work.q.len() >= n.s * n.d && work.k.len() >= n.t * n.d && work.v.len() >= n.t * n.e);
+    let panels = n.t.div_ceil(lanes);
+    let width = panels * lanes;
+    work.scratch.clear();
+    work.scratch
+        .resize(panels * n.d * lanes + rows * width, 0.0);
+    let (packed, scores) = work.scratch.split_at_mut(panels * n.d * lanes);
+    for (j, key) in work.k.chunks_exact(n.d).take(n.t).enumerate() {
+        let (p, l) = (j / lanes, j % lanes);
+        for (c, &x) in key.iter().enumerate() {
+            packed[(p * n.d + c) * lanes + l] = x;
+        }
+    }
+    let keys = Keys {
+        q: &work.q,
+        packed,
+        v: &work.v,
+        n,
+        panels,
+        width,
+    };
+    (keys, scores)
 }
 
 /// [`head`] one query at a time, where no kernel applies (and as its reference in tests).
@@ -246,15 +294,15 @@ fn portable_head(work: &mut Work, n: Sizes, out: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512;
+pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use avx512::exp;
+pub(crate) mod avx512;
 
-/// Whether this CPU runs the kernel rather than [`portable_head`]: the only case where
+/// Whether this CPU runs a kernel rather than [`portable_head`]: the only case where
 /// Glimpse fuses attention, the one measured faster than tract's own chain.
 pub(crate) fn kernel_available() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return avx512::available();
+    return avx512::available() || avx2::available();
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -340,7 +388,7 @@ mod tests {
                     want[i * e + c] = (0..t).map(|j| w[j] * v[j * e + c] as f64).sum::<f64>() / sum;
                 }
             }
-            let run = |kernel: bool| {
+            let run = |kernel: &str| {
                 let mut work = Work {
                     q: q.clone(),
                     k: k.clone(),
@@ -349,12 +397,21 @@ mod tests {
                 };
                 let mut out = vec![f32::NAN; s * e];
                 match kernel {
-                    true => head(&mut work, n, &mut out),
-                    false => portable_head(&mut work, n, &mut out),
+                    "portable" => portable_head(&mut work, n, &mut out),
+                    // SAFETY: the CPU has AVX2 and FMA (checked below).
+                    #[cfg(target_arch = "x86_64")]
+                    "avx2" => unsafe { avx2::head(&mut work, n, &mut out) },
+                    _ => head(&mut work, n, &mut out),
                 }
                 out
             };
-            for (kernel, got) in [(true, run(true)), (false, run(false))] {
+            // This CPU's kernel, the portable path, and (on AVX-512 CPUs too) the AVX2 kernel.
+            let mut kernels = vec!["dispatch", "portable"];
+            #[cfg(target_arch = "x86_64")]
+            if avx2::available() {
+                kernels.push("avx2");
+            }
+            for (kernel, got) in kernels.into_iter().map(|k| (k, run(k))) {
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (*g as f64 - w).abs() < 2e-6,

@@ -55,9 +55,16 @@ impl EvalOp for QuickGelu {
 /// `x ← x · sigmoid(α x)` over `xs`.
 fn apply(alpha: f32, xs: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if kernel_available() {
-        // SAFETY: the CPU has the kernel's features.
-        return unsafe { avx512::apply(alpha, xs) };
+    {
+        use crate::fused_attention::{avx2, avx512};
+        if avx512::available() {
+            // SAFETY: the CPU has the kernel's features.
+            return unsafe { x86::apply512(alpha, xs) };
+        }
+        if avx2::available() {
+            // SAFETY: as above.
+            return unsafe { x86::apply256(alpha, xs) };
+        }
     }
     portable(alpha, xs)
 }
@@ -75,10 +82,10 @@ pub(crate) fn kernel_available() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::fused_attention::exp;
+    use crate::fused_attention::{avx2, avx512};
 
     /// `x · sigmoid(α x)` sixteen lanes at a time: `e = exp(-|α x|)` (never overflows),
     /// `sigmoid = 1 / (1 + e)` for `α x ≥ 0`, `e / (1 + e)` below.
@@ -86,7 +93,7 @@ mod avx512 {
     /// # Safety
     /// The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn apply(alpha: f32, xs: &mut [f32]) {
+    pub(super) unsafe fn apply512(alpha: f32, xs: &mut [f32]) {
         let (a, one) = (_mm512_set1_ps(alpha), _mm512_set1_ps(1.0));
         let sign = _mm512_set1_epi32(i32::MIN);
         for chunk in xs.chunks_mut(16) {
@@ -96,11 +103,40 @@ mod avx512 {
             let z = _mm512_mul_ps(a, x);
             // -|z|: the sign bit set.
             let negative = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(z), sign));
-            let e = exp(negative);
+            let e = avx512::exp(negative);
             let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(z, _mm512_setzero_ps());
             let numerator = _mm512_mask_blend_ps(below, one, e);
             let sigmoid = _mm512_div_ps(numerator, _mm512_add_ps(one, e));
             _mm512_mask_storeu_ps(at, mask, _mm512_mul_ps(x, sigmoid));
+        }
+    }
+
+    /// [`apply512`] eight lanes at a time; the last part-vector through a copy.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn apply256(alpha: f32, xs: &mut [f32]) {
+        let (a, one) = (_mm256_set1_ps(alpha), _mm256_set1_ps(1.0));
+        let sign = _mm256_set1_ps(-0.0);
+        let eight = |x: __m256| {
+            let z = _mm256_mul_ps(a, x);
+            let e = avx2::exp(_mm256_or_ps(z, sign));
+            let below = _mm256_cmp_ps::<_CMP_LT_OQ>(z, _mm256_setzero_ps());
+            let numerator = _mm256_blendv_ps(one, e, below);
+            _mm256_mul_ps(x, _mm256_div_ps(numerator, _mm256_add_ps(one, e)))
+        };
+        let mut chunks = xs.chunks_exact_mut(8);
+        for chunk in &mut chunks {
+            let at = chunk.as_mut_ptr();
+            _mm256_storeu_ps(at, eight(_mm256_loadu_ps(at)));
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let mut buf = [0f32; 8];
+            buf[..tail.len()].copy_from_slice(tail);
+            _mm256_storeu_ps(buf.as_mut_ptr(), eight(_mm256_loadu_ps(buf.as_ptr())));
+            tail.copy_from_slice(&buf[..tail.len()]);
         }
     }
 }
@@ -134,11 +170,20 @@ mod tests {
         let want: Vec<f64> = (xs.iter())
             .map(|&x| x as f64 / (1.0 + (-(alpha as f64) * x as f64).exp()))
             .collect();
-        for kernel in [true, false] {
+        // This CPU's kernel, the portable path, and (on AVX-512 CPUs too) the AVX2 kernel.
+        let mut kernels = vec!["dispatch", "portable"];
+        #[cfg(target_arch = "x86_64")]
+        if crate::fused_attention::avx2::available() {
+            kernels.push("avx2");
+        }
+        for kernel in kernels {
             let mut got = xs.clone();
             match kernel {
-                true => apply(alpha, &mut got),
-                false => portable(alpha, &mut got),
+                "portable" => portable(alpha, &mut got),
+                // SAFETY: the CPU has AVX2 and FMA.
+                #[cfg(target_arch = "x86_64")]
+                "avx2" => unsafe { x86::apply256(alpha, &mut got) },
+                _ => apply(alpha, &mut got),
             }
             for ((g, w), x) in got.iter().zip(&want).zip(&xs) {
                 // f32 rounds α x by up to 6e-8 of itself: e^(α x) moves by as much, times α x.

@@ -7,11 +7,11 @@
 //! vectors of columns at a time (24 accumulators again, one broadcast weight and four value
 //! loads per key).
 
-use super::{Sizes, Work};
+use super::{Keys, Sizes, Work};
 use std::arch::x86_64::*;
 
 /// Whether the CPU has the AVX-512 parts the kernel uses.
-pub(super) fn available() -> bool {
+pub(crate) fn available() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
@@ -29,59 +29,24 @@ const WIDE: usize = 4;
 /// `[t, e]` values, `out` `s · e` elements.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn head(work: &mut Work, n: Sizes, out: &mut [f32]) {
-    assert!(
-        work.q.len() >= n.s * n.d
-            && work.k.len() >= n.t * n.d
-            && work.v.len() >= n.t * n.e
-            && out.len() >= n.s * n.e
-    );
-    let panels = n.t.div_ceil(LANES);
-    let width = panels * LANES;
-    work.scratch.clear();
-    work.scratch
-        .resize(panels * n.d * LANES + ROWS * width, 0.0);
-    let (packed, scores) = work.scratch.split_at_mut(panels * n.d * LANES);
-    for (j, key) in work.k.chunks_exact(n.d).take(n.t).enumerate() {
-        let (p, l) = (j / LANES, j % LANES);
-        for (c, &x) in key.iter().enumerate() {
-            packed[(p * n.d + c) * LANES + l] = x;
-        }
-    }
-    let at = Tile {
-        q: &work.q,
-        packed,
-        v: &work.v,
-        n,
-        panels,
-        width,
-    };
+    assert!(out.len() >= n.s * n.e);
+    let (at, scores) = super::pack_keys(work, n, LANES, ROWS);
     let mut i = 0;
     while i < n.s {
         let r = (n.s - i).min(ROWS);
         // SAFETY: as the caller promised; rows `i..i + r` exist.
         unsafe {
             match r {
-                6 => at.run::<6>(i, scores, out),
-                5 => at.run::<5>(i, scores, out),
-                4 => at.run::<4>(i, scores, out),
-                3 => at.run::<3>(i, scores, out),
-                2 => at.run::<2>(i, scores, out),
-                _ => at.run::<1>(i, scores, out),
+                6 => run::<6>(&at, i, scores, out),
+                5 => run::<5>(&at, i, scores, out),
+                4 => run::<4>(&at, i, scores, out),
+                3 => run::<3>(&at, i, scores, out),
+                2 => run::<2>(&at, i, scores, out),
+                _ => run::<1>(&at, i, scores, out),
             }
         }
         i += r;
     }
-}
-
-/// A head's operands, keys packed.
-struct Tile<'a> {
-    q: &'a [f32],
-    packed: &'a [f32],
-    v: &'a [f32],
-    n: Sizes,
-    panels: usize,
-    /// Score row length: keys rounded up to a panel.
-    width: usize,
 }
 
 /// The lanes below `len` of a vector starting at column `at`.
@@ -90,100 +55,103 @@ fn lanes(at: usize, len: usize) -> __mmask16 {
     ((1u32 << n) - 1) as __mmask16
 }
 
-impl Tile<'_> {
-    /// Queries `i..i + R`: scores, softmax, weighted values into `out`.
-    ///
-    /// # Safety
-    /// As [`head`]'s; `scores` holds `R` rows of `width`.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn run<const R: usize>(&self, i: usize, scores: &mut [f32], out: &mut [f32]) {
-        let Sizes { t, d, e, .. } = self.n;
-        let q = self.q[i * d..][..R * d].as_ptr();
-        let s = scores.as_mut_ptr();
-        let mut p = 0;
-        while p < self.panels {
-            // SAFETY: panels `p..p + P` exist; `scores` rows are `width` long.
-            unsafe {
-                match self.panels - p >= WIDE {
-                    true => self.scores::<R, WIDE>(q, p, s),
-                    false => self.scores::<R, 1>(q, p, s),
-                }
+/// Queries `i..i + R`: scores, softmax, weighted values into `out`.
+///
+/// # Safety
+/// As [`head`]'s; `scores` holds `R` rows of `width`.
+#[target_feature(enable = "avx512f")]
+unsafe fn run<const R: usize>(at: &Keys, i: usize, scores: &mut [f32], out: &mut [f32]) {
+    let Sizes { t, d, e, .. } = at.n;
+    let q = at.q[i * d..][..R * d].as_ptr();
+    let s = scores.as_mut_ptr();
+    let mut p = 0;
+    while p < at.panels {
+        // SAFETY: panels `p..p + P` exist; `scores` rows are `width` long.
+        unsafe {
+            match at.panels - p >= WIDE {
+                true => key_scores::<R, WIDE>(at, q, p, s),
+                false => key_scores::<R, 1>(at, q, p, s),
             }
-            p += if self.panels - p >= WIDE { WIDE } else { 1 };
         }
-        let mut inverse = [0f32; R];
-        for (r, inverse) in inverse.iter_mut().enumerate() {
-            // SAFETY: row `r` of `scores` is `width` long.
-            *inverse = unsafe { softmax(s.add(r * self.width), t) };
-        }
-        let vectors = e.div_ceil(LANES);
-        let out = out[i * e..][..R * e].as_mut_ptr();
-        let mut c = 0;
-        while c < vectors {
-            // SAFETY: value vectors `c..c + C` start inside each row of `e`.
-            unsafe {
-                match vectors - c >= WIDE {
-                    true => self.values::<R, WIDE>(s, c, &inverse, out),
-                    false => self.values::<R, 1>(s, c, &inverse, out),
-                }
-            }
-            c += if vectors - c >= WIDE { WIDE } else { 1 };
-        }
+        p += if at.panels - p >= WIDE { WIDE } else { 1 };
     }
-
-    /// Scores of `R` queries (rows of `d` at `q`) against panels `p..p + P`, into `s`.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn scores<const R: usize, const P: usize>(&self, q: *const f32, p: usize, s: *mut f32) {
-        let d = self.n.d;
-        let mut acc = [[_mm512_setzero_ps(); P]; R];
-        let panels = self.packed.as_ptr().add(p * d * LANES);
-        for c in 0..d {
-            let k: [__m512; P] =
-                std::array::from_fn(|j| _mm512_loadu_ps(panels.add((j * d + c) * LANES)));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*q.add(r * d + c));
-                for (acc, &k) in acc.iter_mut().zip(&k) {
-                    *acc = _mm512_fmadd_ps(x, k, *acc);
-                }
+    let mut inverse = [0f32; R];
+    for (r, inverse) in inverse.iter_mut().enumerate() {
+        // SAFETY: row `r` of `scores` is `width` long.
+        *inverse = unsafe { softmax(s.add(r * at.width), t) };
+    }
+    let vectors = e.div_ceil(LANES);
+    let out = out[i * e..][..R * e].as_mut_ptr();
+    let mut c = 0;
+    while c < vectors {
+        // SAFETY: value vectors `c..c + C` start inside each row of `e`.
+        unsafe {
+            match vectors - c >= WIDE {
+                true => weighted_values::<R, WIDE>(at, s, c, &inverse, out),
+                false => weighted_values::<R, 1>(at, s, c, &inverse, out),
             }
         }
-        for (r, acc) in acc.iter().enumerate() {
-            for (j, acc) in acc.iter().enumerate() {
-                _mm512_storeu_ps(s.add(r * self.width + (p + j) * LANES), *acc);
+        c += if vectors - c >= WIDE { WIDE } else { 1 };
+    }
+}
+
+/// Scores of `R` queries (rows of `d` at `q`) against panels `p..p + P`, into `s`.
+#[target_feature(enable = "avx512f")]
+unsafe fn key_scores<const R: usize, const P: usize>(
+    at: &Keys,
+    q: *const f32,
+    p: usize,
+    s: *mut f32,
+) {
+    let d = at.n.d;
+    let mut acc = [[_mm512_setzero_ps(); P]; R];
+    let panels = at.packed.as_ptr().add(p * d * LANES);
+    for c in 0..d {
+        let k: [__m512; P] =
+            std::array::from_fn(|j| _mm512_loadu_ps(panels.add((j * d + c) * LANES)));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let x = _mm512_set1_ps(*q.add(r * d + c));
+            for (acc, &k) in acc.iter_mut().zip(&k) {
+                *acc = _mm512_fmadd_ps(x, k, *acc);
             }
         }
     }
+    for (r, acc) in acc.iter().enumerate() {
+        for (j, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(s.add(r * at.width + (p + j) * LANES), *acc);
+        }
+    }
+}
 
-    /// `out` rows `0..R`, value vectors `c..c + C`: the scores' weighted values, times each
-    /// row's `inverse` sum.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn values<const R: usize, const C: usize>(
-        &self,
-        s: *const f32,
-        c: usize,
-        inverse: &[f32; R],
-        out: *mut f32,
-    ) {
-        let Sizes { t, e, .. } = self.n;
-        let masks: [__mmask16; C] = std::array::from_fn(|j| lanes((c + j) * LANES, e));
-        let mut acc = [[_mm512_setzero_ps(); C]; R];
-        let v = self.v.as_ptr().add(c * LANES);
-        for j in 0..t {
-            let x: [__m512; C] =
-                std::array::from_fn(|m| _mm512_maskz_loadu_ps(masks[m], v.add(j * e + m * LANES)));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let w = _mm512_set1_ps(*s.add(r * self.width + j));
-                for (acc, &x) in acc.iter_mut().zip(&x) {
-                    *acc = _mm512_fmadd_ps(w, x, *acc);
-                }
+/// `out` rows `0..R`, value vectors `c..c + C`: the scores' weighted values, times each
+/// row's `inverse` sum.
+#[target_feature(enable = "avx512f")]
+unsafe fn weighted_values<const R: usize, const C: usize>(
+    at: &Keys,
+    s: *const f32,
+    c: usize,
+    inverse: &[f32; R],
+    out: *mut f32,
+) {
+    let Sizes { t, e, .. } = at.n;
+    let masks: [__mmask16; C] = std::array::from_fn(|j| lanes((c + j) * LANES, e));
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let v = at.v.as_ptr().add(c * LANES);
+    for j in 0..t {
+        let x: [__m512; C] =
+            std::array::from_fn(|m| _mm512_maskz_loadu_ps(masks[m], v.add(j * e + m * LANES)));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let w = _mm512_set1_ps(*s.add(r * at.width + j));
+            for (acc, &x) in acc.iter_mut().zip(&x) {
+                *acc = _mm512_fmadd_ps(w, x, *acc);
             }
         }
-        for (r, acc) in acc.iter().enumerate() {
-            let inverse = _mm512_set1_ps(inverse[r]);
-            for (m, acc) in acc.iter().enumerate() {
-                let at = out.add(r * e + (c + m) * LANES);
-                _mm512_mask_storeu_ps(at, masks[m], _mm512_mul_ps(*acc, inverse));
-            }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        let inverse = _mm512_set1_ps(inverse[r]);
+        for (m, acc) in acc.iter().enumerate() {
+            let at = out.add(r * e + (c + m) * LANES);
+            _mm512_mask_storeu_ps(at, masks[m], _mm512_mul_ps(*acc, inverse));
         }
     }
 }
