@@ -160,6 +160,43 @@ impl Crew {
     }
 }
 
+/// Splits `tasks` column groups of a product's output `out` over the current run's workers
+/// (as [`par_rows`]), `f(groups, out)` writing the columns of each piece through the pointer:
+/// every thread reads only its share of the weight. `f` must write only its groups' columns.
+pub(crate) fn par_columns<T>(
+    out: &mut [T],
+    tasks: usize,
+    cost: usize,
+    f: impl Fn(std::ops::Range<usize>, *mut T) + Sync,
+) -> TractResult<()> {
+    let mut groups = vec![0u8; tasks];
+    let out = Out(out.as_mut_ptr());
+    par_rows(&mut groups, 1, cost, |first, mine| {
+        f(first..first + mine.len(), out.get())
+    })
+}
+
+/// A product's output, written by several threads, each in its own columns.
+struct Out<T>(*mut T);
+
+impl<T> Clone for Out<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Out<T> {}
+
+// SAFETY: the threads writing through it write disjoint elements (`par_columns`' contract).
+unsafe impl<T> Sync for Out<T> {}
+unsafe impl<T> Send for Out<T> {}
+
+impl<T> Out<T> {
+    /// The pointer (a method, so closures capture the whole `Out`).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 /// Splits `out` (rows of `row_len`) over the current run's workers, `f(first_row, rows)`
 /// filling each piece: the run's [`Crew`] if it has one, else tract's pool.
 pub(crate) fn par_rows<T: Send>(

@@ -75,7 +75,7 @@ pub(crate) struct Graph {
     /// Where runs execute: a pool splits each matrix product over its threads.
     pool: Pool,
     /// Whether runs keep the pool's workers spinning between products ([`Pool::run_spinning`]):
-    /// when Glimpse's own int8 or 4-bit products carry the graph, most too short for a
+    /// when Glimpse's own f32, int8 or 4-bit products carry the graph, most too short for a
     /// sleeping worker to wake in time (tract's own products then run on one thread).
     spins: bool,
 }
@@ -362,6 +362,10 @@ impl GraphFile {
                 rewrites += crate::rewrite::fuse_quick_gelu(&mut typed)?;
             }
             rewrites += edit(&mut typed)?;
+            // Not the decoder's: its products are one row a step, measured with tract's.
+            if crate::f32_matmul::kernel_available() && tower != "decoder" {
+                rewrites += crate::rewrite::pack_f32_products(&mut typed)?;
+            }
             if rewrites > 0 {
                 typed.compact()?;
             }
@@ -382,7 +386,8 @@ impl GraphFile {
             spins: false,
         };
         graph.spins = graph.has_op::<crate::int8_matmul::Int8MatMul>()
-            || graph.has_op::<crate::q4_matmul::Q4MatMul>();
+            || graph.has_op::<crate::q4_matmul::Q4MatMul>()
+            || graph.has_op::<crate::f32_matmul::F32MatMul>();
         Ok(graph)
     }
 }

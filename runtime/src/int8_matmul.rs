@@ -20,7 +20,7 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 use std::ops::Range;
 
-use crate::crew::par_rows;
+use crate::crew::par_columns;
 
 /// Columns a panel: one `i32` vector of sixteen lanes.
 const PANEL: usize = 16;
@@ -176,15 +176,13 @@ impl Int8Weight {
         // image's 50 rows use each weight byte only 50 times; splitting rows, each thread read
         // all of it).
         let panels = self.n.div_ceil(PANEL);
-        let mut tasks = vec![0u8; panels.div_ceil(TASK_PANELS)];
-        let out = Out(y.as_mut_ptr());
         let cost = m * self.n * self.k;
-        par_rows(&mut tasks, 1, cost, |first, mine| {
-            let from = first * TASK_PANELS;
-            let to = ((first + mine.len()) * TASK_PANELS).min(panels);
+        par_columns(y, panels.div_ceil(TASK_PANELS), cost, |tasks, out| {
+            let from = tasks.start * TASK_PANELS;
+            let to = (tasks.end * TASK_PANELS).min(panels);
             // SAFETY: `y` holds `m` rows of `n`; each task writes only its own columns, and
-            // `y` outlives `par_rows`.
-            unsafe { self.product(&a, m, from..to, &finish, out.get()) };
+            // `y` outlives `par_columns`.
+            unsafe { self.product(&a, m, from..to, &finish, out) };
         })
     }
 
@@ -226,21 +224,6 @@ impl Int8Weight {
 
 /// Panels a thread's task: the AVX-512 kernel's widest tile.
 const TASK_PANELS: usize = 2;
-
-/// A product's output, written by several threads, each in its own columns.
-#[derive(Clone, Copy)]
-struct Out(*mut i32);
-
-// SAFETY: the threads writing through it write disjoint elements (`Int8Weight::matmul`).
-unsafe impl Sync for Out {}
-unsafe impl Send for Out {}
-
-impl Out {
-    /// The pointer (a method, so closures capture the whole `Out`).
-    fn get(self) -> *mut i32 {
-        self.0
-    }
-}
 
 impl Finish<'_> {
     /// Finishes the raw sums in `columns` of `rows` rows of `n` at `out`, lane by lane (the

@@ -25,6 +25,7 @@ pub mod decoder;
 mod dynamic_quantize;
 mod embedding;
 pub mod error;
+mod f32_matmul;
 mod fused_attention;
 mod graph;
 mod int8_matmul;

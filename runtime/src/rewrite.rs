@@ -14,6 +14,10 @@
 //!
 //! [`fuse_quick_gelu`]: CLIP's `x · sigmoid(1.702 x)`, three ops, becomes one [`QuickGelu`].
 //!
+//! [`pack_f32_products`]: each f32 einsum of activations `[.., k]` by a constant `[k, n]` (or
+//! `[n, k]`) weight, every linear layer of a tower, becomes an [`F32MatMul`] holding the weight
+//! packed (on CPUs where [`crate::f32_matmul::kernel_available`]).
+//!
 //! [`fuse_int8_rescale`]: the same files follow each product with `Cast` to f32 and a `Mul`
 //! by the scale (activations' times weights'); two more passes over every product's output,
 //! which [`Int8MatMul`] does as it writes it.
@@ -28,6 +32,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
+use crate::f32_matmul::{F32MatMul, F32Weight};
 use crate::fused_attention::{FusedAttention, Layout};
 use crate::int8_matmul::Int8MatMul;
 use crate::quick_gelu::QuickGelu;
@@ -96,6 +101,129 @@ pub(crate) fn fuse_int8_rescale(model: &mut TypedModel) -> TractResult<usize> {
         fused += 1;
     }
     Ok(fused)
+}
+
+/// Replaces each f32 einsum `[.., k] × [k, n] → [.., n]` whose weight is a constant by an
+/// [`F32MatMul`] (the weight `[n, k]`, or `k` several axes of both operands, as declutter
+/// leaves an attention's output projection: `[.., heads, depth] × [heads, depth, n]`);
+/// returns how many.
+pub(crate) fn pack_f32_products(model: &mut TypedModel) -> TractResult<usize> {
+    let mut packed = 0;
+    for id in model.eval_order()? {
+        let node = &model.nodes()[id];
+        let Some(op) = node.op_as::<EinSum>() else {
+            continue;
+        };
+        let [a, w] = node.inputs[..] else { continue };
+        let a_fact = model.outlet_fact(a)?;
+        let Some(form) = weight_product(op, &a_fact.shape) else {
+            continue;
+        };
+        let Some(w) = (model.outlet_fact(w)?.konst.clone())
+            .filter(|_| a_fact.datum_type == f32::datum_type())
+        else {
+            continue;
+        };
+        let name = node.name.clone();
+        // The `k` axes of an `[k.., n]` weight are contiguous: one `[k, n]` matrix.
+        let shape = w.shape().to_vec();
+        let Some((n, k)) = shape.split_last() else {
+            continue;
+        };
+        let w = match form.transposed {
+            true => w.into_tensor(),
+            false => w.into_tensor().into_shape(&[k.iter().product(), *n])?,
+        };
+        let op = F32MatMul {
+            weight: Arc::new(F32Weight::new(&w, form.transposed)?),
+            k_axes: form.k_axes,
+        };
+        let mut patch = TypedModelPatch::new("pack f32 product");
+        let mut a = patch.tap_model(model, a)?;
+        for (i, &axis) in form.dropped.iter().enumerate().rev() {
+            a = patch.wire_node(format!("{name}.drop{i}"), AxisOp::Rm(axis), &[a])?[0];
+        }
+        let mut y = patch.wire_node(&name, op, &[a])?[0];
+        for (i, &axis) in form.added.iter().enumerate() {
+            y = patch.wire_node(format!("{name}.add{i}"), AxisOp::Add(axis), &[y])?[0];
+        }
+        patch.shunt_outside(model, OutletId::new(id, 0), y)?;
+        patch.apply(model)?;
+        packed += 1;
+    }
+    Ok(packed)
+}
+
+/// How an f32 einsum multiplies by a constant weight: `[rows.., k..] × [k.., n] → [rows.., n]`
+/// (the `k` axes summed, in one order in both; each row axis in the activations and the
+/// output only, in order), or `[rows.., k] × [n, k]`; besides, axes of length 1 in the
+/// activations or the output alone (tract's form of a batch fixed at 1).
+struct WeightProduct {
+    k_axes: usize,
+    transposed: bool,
+    /// Positions in the activations of axes to remove first.
+    dropped: Vec<usize>,
+    /// Positions in the output of axes to add after.
+    added: Vec<usize>,
+}
+
+/// The [`WeightProduct`] of `op` with activations of shape `a_shape`, if it is one.
+fn weight_product(op: &EinSum, a_shape: &[TDim]) -> Option<WeightProduct> {
+    if op.q_params.is_some() || op.operating_dt != f32::datum_type() {
+        return None;
+    }
+    let axes = &op.axes;
+    let lone = |axis: &Axis| axis.inputs.len() == 2 && axis.inputs[1].is_empty();
+    let only_in_a = |axis: &&Axis| lone(axis) && axis.outputs[0].is_empty();
+    let only_in_c = |axis: &&Axis| lone(axis) && axis.inputs[0].is_empty();
+    let dropped: Vec<usize> = (axes.axes(InOut::In(0)).enumerate())
+        .filter(|(_, axis)| only_in_a(axis))
+        .map(|(i, _)| i)
+        .collect();
+    if dropped
+        .iter()
+        .any(|&i| a_shape.get(i) != Some(&TDim::from(1)))
+    {
+        return None;
+    }
+    let added: Vec<usize> = (axes.axes(InOut::Out(0)).enumerate())
+        .filter(|(_, axis)| only_in_c(axis))
+        .map(|(i, _)| i)
+        .collect();
+    let a: Vec<&Axis> = axes.axes(InOut::In(0)).filter(|x| !only_in_a(x)).collect();
+    let w: Vec<&Axis> = axes.axes(InOut::In(1)).collect();
+    let c: Vec<&Axis> = axes.axes(InOut::Out(0)).filter(|x| !only_in_c(x)).collect();
+    let once = |axis: &Axis, a: usize, w: usize, c: usize| {
+        axis.inputs.len() == 2
+            && (
+                axis.inputs[0].len(),
+                axis.inputs[1].len(),
+                axis.outputs[0].len(),
+            ) == (a, w, c)
+    };
+    let (n, c_rows) = c.split_last()?;
+    let ks = a.len().checked_sub(c_rows.len()).filter(|&ks| ks >= 1)?;
+    let (rows, k) = a.split_at(c_rows.len());
+    let fits = once(n, 0, 1, 1)
+        && k.iter().all(|k| once(k, 1, 1, 0))
+        && rows
+            .iter()
+            .zip(c_rows)
+            .all(|(r, c)| r.repr == c.repr && once(r, 1, 0, 1));
+    let same = |x: &[&Axis], y: &[&Axis]| x.iter().map(|a| a.repr).eq(y.iter().map(|a| a.repr));
+    let transposed = match w.split_last()? {
+        (last, leading) if fits && last.repr == n.repr && same(leading, k) => false,
+        (last, [first]) if fits && ks == 1 && first.repr == n.repr && last.repr == k[0].repr => {
+            true
+        }
+        _ => return None,
+    };
+    Some(WeightProduct {
+        k_axes: ks,
+        transposed,
+        dropped,
+        added,
+    })
 }
 
 /// Fuses each f32 `einsum(q, k) → softmax over the keys → einsum(·, v)` chain whose
@@ -616,6 +744,62 @@ mod tests {
         let text = "clip-vit-tiny/onnx/text_model.onnx";
         let mut text = load(text, i64::fact([1, 7]).into())?;
         assert_eq!(fuse_attention(&mut text)?, 0);
+        Ok(())
+    }
+
+    /// Every product of a real tower by a constant weight becomes an [`F32MatMul`] (the
+    /// attention's output projection, which declutter leaves with `[heads, depth, n]`
+    /// weights, too), with the same output as tract's products up to rounding: the tiny CLIP
+    /// fixture's towers, two layers of six products and a projection each.
+    #[test]
+    fn packs_the_weight_products_of_real_towers() -> TractResult<()> {
+        use tract_onnx::prelude::InferenceModelExt;
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+        let pixels: Vec<f32> = (0..2 * 3 * 64 * 64)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let ids: Vec<i64> = vec![49406, 320, 1125, 539, 320, 2368, 49407];
+        for (file, fact, input) in [
+            (
+                "vision_model.onnx",
+                f32::fact([2, 3, 64, 64]),
+                tensor1(&pixels).into_shape(&[2, 3, 64, 64])?,
+            ),
+            (
+                "text_model.onnx",
+                i64::fact([1, 7]),
+                tensor1(&ids).into_shape(&[1, 7])?,
+            ),
+        ] {
+            let path = fixtures.join("clip-vit-tiny/onnx").join(file);
+            let mut model = crate::onnx_ops::onnx().model_for_path(path)?;
+            model.set_input_fact(0, fact.into())?;
+            let mut model = model.into_typed()?.into_decluttered()?;
+            let run = |model: &TypedModel| -> TractResult<TVec<TValue>> {
+                model
+                    .clone()
+                    .into_runnable()?
+                    .run(tvec![input.clone().into_tvalue()])
+            };
+            let want = run(&model)?;
+            assert_eq!(pack_f32_products(&mut model)?, 13, "{file}");
+            let weight_products = model.nodes().iter().filter(|node| {
+                node.op_is::<EinSum>()
+                    && node
+                        .inputs
+                        .iter()
+                        .any(|&i| model.outlet_fact(i).is_ok_and(|f| f.konst.is_some()))
+            });
+            assert_eq!(weight_products.count(), 0, "{file}");
+            for (got, want) in run(&model)?.iter().zip(&want) {
+                let (got, want) = (got.try_as_plain_ram()?, want.try_as_plain_ram()?);
+                let (got, want) = (got.as_slice::<f32>()?, want.as_slice::<f32>()?);
+                let worst = (got.iter().zip(want))
+                    .map(|(g, w)| (g - w).abs() / (w.abs() + 1e-2))
+                    .fold(0f32, f32::max);
+                assert!(worst < 1e-4, "{file}: relative difference {worst}");
+            }
+        }
         Ok(())
     }
 }
