@@ -482,12 +482,7 @@ pub(crate) mod tests {
     #[test]
     fn matches_a_direct_computation() -> TractResult<()> {
         let (heads, kvh, d, positions) = (4, 2, 8, 12);
-        let values = |n: usize, seed: u32| -> Vec<f32> {
-            (0..n)
-                .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) % 1000)
-                .map(|x| x as f32 / 500.0 - 1.0)
-                .collect()
-        };
+        let values = crate::test_values;
         let angle = |p: usize, j: usize| p as f64 * 0.7f64.powi(j as i32);
         let table = |f: fn(f64) -> f64| -> Vec<f32> {
             let angles = (0..positions).flat_map(|p| (0..d / 2).map(move |j| angle(p, j)));

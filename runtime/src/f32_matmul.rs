@@ -227,14 +227,7 @@ impl TypedOp for F32MatMul {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic values in [-1, 1).
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) % 2000)
-            .map(|x| x as f32 / 1000.0 - 1.0)
-            .collect()
-    }
+    use crate::test_values as values;
 
     /// The kernel, the portable path and the op against an f64 product, for every tile
     /// height, a part-filled last panel, one and several panels, both weight layouts.

@@ -347,10 +347,9 @@ mod tests {
 
     /// Deterministic values in [-scale, scale).
     fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) % 1000)
-            .map(|x| (x as f32 / 500.0 - 1.0) * scale)
-            .collect()
+        let mut values = crate::test_values(n, seed);
+        values.iter_mut().for_each(|v| *v *= scale);
+        values
     }
 
     /// The kernel and the portable path against a direct f64 computation, for query counts

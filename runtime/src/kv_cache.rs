@@ -264,13 +264,7 @@ pub(crate) fn keep_in_graph(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) % 1000)
-            .map(|x| x as f32 / 500.0 - 1.0)
-            .collect()
-    }
+    use crate::test_values as values;
 
     /// Steps of 5, 1, 60, 1 and 3 tokens (past the first room of 64, and to the context's
     /// 70) give exactly what the op passing its cache gives, or within f16's rounding with the

@@ -62,3 +62,12 @@ pub use projector::Projector;
 pub use sampling::Sampling;
 pub use vision_encoder::VisionEncoder;
 pub use vlm::VisionLanguageModel;
+
+/// Deterministic test values in [-1, 1), different for each `seed`: the kernels' tests' inputs.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) % 1000)
+        .map(|x| x as f32 / 500.0 - 1.0)
+        .collect()
+}
