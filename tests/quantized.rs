@@ -3,7 +3,8 @@
 //! ViT (Glimpse keeps attention probabilities in float, see runtime/src/qdq.rs). A
 //! `quantize_dynamic` ViT computes what the ONNX operators' exact integer arithmetic computes
 //! (tract's int8 kernels on ARM, f32 products on x86-64 without AVX2: runtime/src/onnx_ops.rs;
-//! Glimpse's packed int8 product with AVX2 or AVX-512 VNNI: runtime/src/int8_matmul.rs).
+//! Glimpse's packed int8 product with AVX2 or AVX-512 VNNI: runtime/src/int8_matmul.rs), with
+//! the weights at full range or within ±64 (`reduce_range`).
 
 use glimpse::{ClipModel, LoadOptions, Precision};
 use glimpse_tests::{copy_bundle, fixtures, min_cosine, Reference};
@@ -74,6 +75,14 @@ fn static_qdq_matches_onnx_runtime() {
 #[test]
 fn dynamic_int8_matches_onnx_runtime() {
     assert!(cosine_to_reference("dynamic") >= 0.9999);
+}
+
+/// `quantize_dynamic` with `reduce_range` (weights within ±64, `tools/quantize.py
+/// --reduce-range`): on x86-64 with AVX2 but not VNNI, Glimpse's byte path (`vpmaddubsw`,
+/// exact for such weights; `int8_matmul/avx2.rs`).
+#[test]
+fn reduced_range_dynamic_int8_matches_onnx_runtime() {
+    assert!(cosine_to_reference("dynamic_reduced") >= 0.9999);
 }
 
 /// One image at a time on two threads (the run's workers spinning between its int8 products,

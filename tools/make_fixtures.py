@@ -288,10 +288,11 @@ def static_qdq(bundle, name, per_channel, weights_only):
     print(f"{out}: cosine to fp32 {cos:.5f}", file=sys.stderr)
 
 
-def dynamic_int8(bundle):
-    """`onnx/vision_model_dynamic.onnx`: ONNX Runtime `quantize_dynamic` as tools/quantize.py makes
-    it (int8 weights, MatMulInteger on activations quantised at run time), and in
-    `reference_dynamic.json` its outputs from onnx's reference evaluator: the ONNX operators'
+def dynamic_int8(bundle, name="dynamic", reduce_range=False):
+    """`onnx/vision_model_<name>.onnx`: ONNX Runtime `quantize_dynamic` as tools/quantize.py makes
+    it (int8 weights, MatMulInteger on activations quantised at run time; with `reduce_range`
+    the weights within ±64, as `--reduce-range` makes them), and in
+    `reference_<name>.json` its outputs from onnx's reference evaluator: the ONNX operators'
     exact integer arithmetic in NumPy. (ONNX Runtime's own AVX2 u8×s8 kernel differs from that:
     cosine ~0.9999, as far as from the fp32 model; its outputs are kept beside for comparison.)"""
     import onnx
@@ -299,8 +300,9 @@ def dynamic_int8(bundle):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src = bundle / "onnx" / "vision_model.onnx"
-    out = bundle / "onnx" / "vision_model_dynamic.onnx"
-    quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm", "Gather"])
+    out = bundle / "onnx" / f"vision_model_{name}.onnx"
+    quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm", "Gather"],
+                     reduce_range=reduce_range)
     pixels = np.load(bundle / "reference_pixels.npy")
     m = onnx.load(str(out))
     for o in m.opset_import:  # the evaluator has DequantizeLinear from opset 19; same semantics here
@@ -310,8 +312,8 @@ def dynamic_int8(bundle):
     ort_embeds = l2n(ort_run(out, {"pixel_values": pixels})[0])
     fp32 = l2n(ort_run(src, {"pixel_values": pixels})[0])
     cos, cos_ort = cosine_rows(embeds, fp32).min(), cosine_rows(embeds, ort_embeds).min()
-    (bundle / "reference_dynamic.json").write_text(json.dumps({
-        "made_by": "tools/make_fixtures.py (onnx.reference.ReferenceEvaluator on vision_model_dynamic.onnx)",
+    (bundle / f"reference_{name}.json").write_text(json.dumps({
+        "made_by": f"tools/make_fixtures.py (onnx.reference.ReferenceEvaluator on vision_model_{name}.onnx)",
         "image_embeds": embeds.tolist(), "cosine_to_fp32": float(cos),
         "onnx_runtime_embeds": ort_embeds.tolist(), "cosine_to_onnx_runtime": float(cos_ort)}, indent=1))
     print(f"{out}: cosine to fp32 {cos:.5f}, to ONNX Runtime {cos_ort:.5f}", file=sys.stderr)
@@ -445,6 +447,7 @@ def main():
         static_qdq(args.out / "clip-vit-tiny", "qdq_per_channel", per_channel=True, weights_only=True)
         static_qdq(args.out / "clip-vit-tiny", "qdq_static", per_channel=False, weights_only=False)
         dynamic_int8(args.out / "clip-vit-tiny")
+        dynamic_int8(args.out / "clip-vit-tiny", "dynamic_reduced", reduce_range=True)
         rn_bundle(args.out / "clip-rn-tiny", tok_dir, images)
     else:
         if not (tok_dir / "tokenizer.json").exists():

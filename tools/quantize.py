@@ -4,11 +4,14 @@ graph (the name transformers.js uses; `glimpse --quantized` and `LoadOptions::qu
 pick them up).
 
   python tools/quantize.py models/fashion-clip                 # dynamic int8 (ORT quantize_dynamic)
+  python tools/quantize.py DIR --reduce-range                  # dynamic int8, 7-bit weights
   python tools/quantize.py DIR --qdq per-tensor|per-channel    # static QDQ, calibrated on noise
 
 Dynamic int8 is what transformers.js ships: weights int8 (MatMulInteger), activations
-quantised at run time. QDQ files exist for tests: per-channel QDQ is the form tract 0.23 reads
-wrongly (per-tensor), which Glimpse must handle.
+quantised at run time. `--reduce-range` keeps the weights within ±64 (ORT's `reduce_range`):
+on x86-64 with AVX2 but not VNNI, ORT's and Glimpse's byte products are then exact, and
+Glimpse's faster; speed and accuracy: BENCHMARKS.md. QDQ files exist for tests: per-channel
+QDQ is the form tract 0.23 reads wrongly (per-tensor), which Glimpse must handle.
 """
 import argparse
 import json
@@ -61,6 +64,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--qdq", choices=["per-tensor", "per-channel"], help="static QDQ instead of dynamic int8")
+    ap.add_argument("--reduce-range", action="store_true", help="dynamic int8 with weights within ±64 (7 bits)")
     ap.add_argument("--suffix", default="_quantized", help="output name suffix (default: _quantized)")
     args = ap.parse_args()
     for g in graphs(args.bundle):
@@ -70,7 +74,8 @@ def main():
                             per_channel=args.qdq == "per-channel", weight_type=QuantType.QInt8,
                             activation_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm", "Conv"])
         else:
-            quantize_dynamic(str(g), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm", "Gather"])
+            quantize_dynamic(str(g), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm", "Gather"],
+                             reduce_range=args.reduce_range)
         print(f"{out}: {out.stat().st_size / 1e6:.1f} MB (from {g.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
 
 

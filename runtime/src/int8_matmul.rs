@@ -43,6 +43,10 @@ pub(crate) struct Int8Weight {
     sums: Vec<i32>,
     /// Each column's zero point, shifted as the weights are; zero past `n`, to whole panels.
     zero: Vec<i32>,
+    /// Every stored weight within ±64 (`quantize_dynamic`'s `reduce_range`): two `u8 × i8`
+    /// products then sum within an `i16`, which the AVX2 kernel's byte path relies on.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    narrow: bool,
 }
 
 /// What a product does to its raw sums before storing them (the zero-point formula in the
@@ -114,6 +118,7 @@ impl Int8Weight {
                 false => 0,
             })
             .collect();
+        let narrow = stored.iter().all(|w| (-64..=64).contains(w));
         Ok(Int8Weight {
             k,
             n,
@@ -121,6 +126,7 @@ impl Int8Weight {
             quads,
             sums,
             zero,
+            narrow,
         })
     }
 
@@ -581,7 +587,10 @@ mod tests {
     }
 
     /// The AVX2 kernel, which a CPU with AVX-512 VNNI would not run through `matmul`, against
-    /// the portable product: every tile height, a part-filled last panel, the finish terms.
+    /// the portable product: every tile height of both paths, a part-filled last panel, the
+    /// finish terms; wide weights (`u8` with zero points) on the pair path, narrow ones
+    /// (`reduce_range`'s ±64) on the byte path, at their extremes against all-255 activations
+    /// too, where a pair sum reaches 32640 of `i16`'s 32767.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_kernel_matches_the_portable_product() {
@@ -589,31 +598,59 @@ mod tests {
             return;
         }
         for (k, n) in [(4, 16), (130, 200), (768, 40)] {
-            let w: Vec<u8> = (0..k * n).map(|i| (i * 37 % 256) as u8).collect();
+            let wide: Vec<u8> = (0..k * n).map(|i| (i * 37 % 256) as u8).collect();
             let w0: Vec<u8> = (0..n).map(|c| (c * 11 % 256) as u8).collect();
-            let w = tensor1(&w).into_shape(&[k, n]).unwrap();
-            let weight = Int8Weight::new(&w, Some(&tensor1(&w0))).unwrap();
-            for m in [1, 2, 3, 4, 5, 13] {
-                let a: Vec<u8> = (0..m * weight.kp).map(|i| (i * 101 % 256) as u8).collect();
-                let (column, row_sums) = finish_parts(&weight, &a, 7);
-                for scale in [None, Some(0.01)] {
-                    let finish = Finish {
-                        column: &column,
-                        zero: Some((&weight.zero, &row_sums)),
-                        scale,
-                    };
-                    let panels = 0..n.div_ceil(PANEL);
-                    let (mut want, mut got) = (vec![0; m * n], vec![0; m * n]);
-                    // SAFETY: both hold `m` rows of `n`; the CPU has AVX2.
-                    unsafe {
-                        portable_product(&weight, &a, m, panels.clone(), want.as_mut_ptr());
-                        finish.apply(n, m, 0..n, want.as_mut_ptr());
-                        avx2::product(&weight, &a, m, panels, &finish, got.as_mut_ptr());
+            let wide = Int8Weight::new(
+                &tensor1(&wide).into_shape(&[k, n]).unwrap(),
+                Some(&tensor1(&w0)),
+            );
+            let narrow: Vec<i8> = (0..k * n)
+                .map(|i| ((i * 37 % 129) as i32 - 64) as i8)
+                .collect();
+            let z0: Vec<i8> = (0..n).map(|c| ((c * 11 % 129) as i32 - 64) as i8).collect();
+            let narrow = Int8Weight::new(
+                &tensor1(&narrow).into_shape(&[k, n]).unwrap(),
+                Some(&tensor1(&z0)),
+            );
+            let extreme: Vec<i8> = (0..k * n)
+                .map(|i| if i % 3 == 0 { -64 } else { 64 })
+                .collect();
+            let extreme = Int8Weight::new(&tensor1(&extreme).into_shape(&[k, n]).unwrap(), None);
+            for (weight, narrow) in [(wide, false), (narrow, true), (extreme, true)] {
+                let weight = weight.unwrap();
+                assert_eq!(weight.narrow, narrow, "k {k} n {n}");
+                for m in [1, 2, 3, 4, 5, 6, 7, 13] {
+                    let mut a: Vec<u8> =
+                        (0..m * weight.kp).map(|i| (i * 101 % 256) as u8).collect();
+                    if m == 7 {
+                        a.fill(255);
                     }
-                    assert!(got == want, "k {k} n {n} m {m} scale {scale:?}");
+                    let (column, row_sums) = finish_parts(&weight, &a, 7);
+                    for scale in [None, Some(0.01)] {
+                        let finish = Finish {
+                            column: &column,
+                            zero: Some((&weight.zero, &row_sums)),
+                            scale,
+                        };
+                        let panels = 0..n.div_ceil(PANEL);
+                        let (mut want, mut got) = (vec![0; m * n], vec![0; m * n]);
+                        // SAFETY: both hold `m` rows of `n`; the CPU has AVX2.
+                        unsafe {
+                            portable_product(&weight, &a, m, panels.clone(), want.as_mut_ptr());
+                            finish.apply(n, m, 0..n, want.as_mut_ptr());
+                            avx2::product(&weight, &a, m, panels, &finish, got.as_mut_ptr());
+                        }
+                        assert!(
+                            got == want,
+                            "k {k} n {n} m {m} narrow {narrow} scale {scale:?}"
+                        );
+                    }
                 }
             }
         }
+        // One weight past ±64 keeps a matrix on the pair path.
+        let w = tensor1(&[64i8, -64, 65, 0]).into_shape(&[2, 2]).unwrap();
+        assert!(!Int8Weight::new(&w, None).unwrap().narrow);
     }
 
     /// [`Finish`]'s per-column terms and row sums for padded rows `a` with zero point `a0`,

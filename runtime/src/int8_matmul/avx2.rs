@@ -8,6 +8,9 @@
 //! column's `k` pairs, `(0, 1)` and `(2, 3)`, against the row's four bytes repeated; the two
 //! lanes of a column are added as the tile is stored. Weights stay `i8` in memory (a quarter
 //! of f32's traffic); on Zen 3 `vpmaddwd` + `vpaddd` run ~1.2× the f32 FMA rate.
+//!
+//! Weights within ±64 (ONNX Runtime's `reduce_range`, meant for CPUs like these) cannot
+//! saturate `vpmaddubsw`: for them a byte path multiplies the packed bytes as they are.
 
 use super::{Finish, Int8Weight, PANEL};
 use std::arch::x86_64::*;
@@ -18,9 +21,11 @@ pub(super) fn available() -> bool {
     is_x86_feature_detected!("avx2")
 }
 
-/// Rows a tile: three rows by one panel's four vectors are twelve accumulators, with the
-/// three rows' bytes and a weight vector the sixteen registers.
-const ROWS: usize = 3;
+/// Rows a tile of the pair path: three rows by one panel's four vectors are twelve
+/// accumulators, with the three rows' bytes and a weight vector the sixteen registers.
+const PAIR_ROWS: usize = 3;
+/// Rows a tile of the byte path: six rows by two vectors, the panel's two and a constant.
+const BYTE_ROWS: usize = 6;
 
 /// Panels `panels` of `out` (`[rows, n]`) `= finish(a · w)` in the stored weights, `a` rows
 /// of `w.kp` bytes.
@@ -38,10 +43,11 @@ pub(super) unsafe fn product(
     finish: &Finish,
     out: *mut i32,
 ) {
+    let tile_rows = if w.narrow { BYTE_ROWS } else { PAIR_ROWS };
     for p in panels {
         let mut i = 0;
         while i < rows {
-            let r = (rows - i).min(ROWS);
+            let r = (rows - i).min(tile_rows);
             let at = Tile {
                 w,
                 a,
@@ -55,7 +61,10 @@ pub(super) unsafe fn product(
                 match r {
                     1 => at.run::<1>(),
                     2 => at.run::<2>(),
-                    _ => at.run::<3>(),
+                    3 => at.run::<3>(),
+                    4 => at.run::<4>(),
+                    5 => at.run::<5>(),
+                    _ => at.run::<6>(),
                 }
             }
             i += r;
@@ -73,13 +82,27 @@ struct Tile<'a> {
     i: usize,
 }
 
+/// A tile's raw sums: per row, the panel's columns 0–7 and 8–15.
+type Sums<const R: usize> = [[__m256i; 2]; R];
+
 impl Tile<'_> {
     /// `R` rows by one panel, over the whole of `k`; stores only the columns below `n`.
     ///
     /// # Safety
-    /// As [`product`]'s, and rows `i..i + R` and panel `p` exist.
+    /// As [`product`]'s, and rows `i..i + R` and panel `p` exist; `R` at most [`PAIR_ROWS`]
+    /// unless the weight is narrow.
     #[target_feature(enable = "avx2")]
     unsafe fn run<const R: usize>(&self) {
+        let sums = match self.w.narrow {
+            true => self.bytes::<R>(),
+            false => self.pairs::<R>(),
+        };
+        self.store(&sums);
+    }
+
+    /// The pair path, exact for any weight.
+    #[target_feature(enable = "avx2")]
+    unsafe fn pairs<const R: usize>(&self) -> Sums<R> {
         let (w, kp) = (self.w, self.w.kp);
         let quads = kp / 4;
         // Per row, four vectors of four columns each (two lanes a column).
@@ -99,7 +122,45 @@ impl Tile<'_> {
                 }
             }
         }
-        let finish = self.finish;
+        // Lanes `[c0 c1 c4 c5 | c2 c3 c6 c7]` of each half, into column order.
+        acc.map(|acc| {
+            [0, 1].map(|half| {
+                let pairs = _mm256_hadd_epi32(acc[2 * half], acc[2 * half + 1]);
+                _mm256_permute4x64_epi64::<0b11_01_10_00>(pairs)
+            })
+        })
+    }
+
+    /// The byte path, for narrow weights: `vpmaddubsw` sums a column's two `u8 × i8`
+    /// products into an `i16` (at most `255 · 64 · 2` = 32640, no saturation), `vpmaddwd`
+    /// by ones the two `i16` of a lane into its `i32`: a quad's four `k` a lane, the
+    /// packing's own layout, at twice the pair path's multiply-adds per instruction.
+    #[target_feature(enable = "avx2")]
+    unsafe fn bytes<const R: usize>(&self) -> Sums<R> {
+        let (w, kp) = (self.w, self.w.kp);
+        let quads = kp / 4;
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        let ones = _mm256_set1_epi16(1);
+        let panel = w.quads.as_ptr().add(self.p * quads).cast::<u8>();
+        let rows = self.a.as_ptr().add(self.i * kp);
+        for q in 0..quads {
+            let quad = panel.add(64 * q);
+            let b = [0, 1].map(|j| _mm256_load_si256(quad.add(32 * j).cast()));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_epi32(rows.add(r * kp + 4 * q).cast::<i32>().read_unaligned());
+                for (acc, &b) in acc.iter_mut().zip(&b) {
+                    let pairs = _mm256_maddubs_epi16(x, b);
+                    *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(pairs, ones));
+                }
+            }
+        }
+        acc
+    }
+
+    /// Finishes a tile's sums (zero points, scale) and stores the columns below `n`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn store<const R: usize>(&self, sums: &Sums<R>) {
+        let (w, finish) = (self.w, self.finish);
         for half in 0..2 {
             let col = self.p * PANEL + 8 * half;
             let valid = w.n.saturating_sub(col).min(8) as i32;
@@ -114,11 +175,8 @@ impl Tile<'_> {
             let zero = finish
                 .zero
                 .map(|(z, sums)| (_mm256_loadu_si256(z.as_ptr().add(col).cast()), sums));
-            for (r, acc) in acc.iter().enumerate() {
-                // Lanes `[c0 c1 c4 c5 | c2 c3 c6 c7]`, into column order.
-                let pairs = _mm256_hadd_epi32(acc[2 * half], acc[2 * half + 1]);
-                let sums = _mm256_permute4x64_epi64::<0b11_01_10_00>(pairs);
-                let mut v = _mm256_add_epi32(sums, column);
+            for (r, sums) in sums.iter().enumerate() {
+                let mut v = _mm256_add_epi32(sums[half], column);
                 if let Some((z, row_sums)) = zero {
                     let row_sum = _mm256_set1_epi32(row_sums[self.i + r]);
                     v = _mm256_sub_epi32(v, _mm256_mullo_epi32(z, row_sum));
