@@ -214,14 +214,22 @@ impl TypedOp for F32MatMul {
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let rows: TDim = inputs[0].shape.iter().rev().skip(self.k_axes).product();
-        Ok(tvec![(
-            Cost::FMA(f32::datum_type()),
-            rows * (self.weight.n * self.weight.k)
-        )])
+        Ok(product_cost(
+            inputs[0],
+            self.k_axes,
+            self.weight.k,
+            self.weight.n,
+        ))
     }
 
     as_op!();
+}
+
+/// A product's cost for tract: `k · n` f32 multiply-adds for each row of activations `a`
+/// (its axes but the last `k_axes`).
+pub(crate) fn product_cost(a: &TypedFact, k_axes: usize, k: usize, n: usize) -> TVec<(Cost, TDim)> {
+    let rows: TDim = a.shape.iter().rev().skip(k_axes).product();
+    tvec![(Cost::FMA(f32::datum_type()), rows * (k * n))]
 }
 
 #[cfg(test)]

@@ -411,11 +411,8 @@ impl TypedOp for Q4MatMul {
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let rows: TDim = inputs[0].shape.iter().rev().skip(1).product();
-        Ok(tvec![(
-            Cost::FMA(f32::datum_type()),
-            rows * (self.weight.n * self.weight.k)
-        )])
+        let (k, n) = (self.weight.k, self.weight.n);
+        Ok(crate::f32_matmul::product_cost(inputs[0], 1, k, n))
     }
 
     as_op!();
