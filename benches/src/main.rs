@@ -9,6 +9,9 @@
 //! - `calibrate-tags MODEL`: precision and recall of tags over the threshold, on Fashion-MNIST.
 //! - `llm MODEL`: prefill and decode tokens per second of a language model bundle;
 //!   `benches/compare_llama_cpp.py` runs it beside llama.cpp on the same weights.
+//! - `peak`: one core's f32 and int8 multiply-add ceiling, the floor under an image tower's time.
+
+mod peak;
 
 use std::time::Instant;
 
@@ -92,6 +95,15 @@ enum Command {
         #[arg(long)]
         f16_cache: bool,
     },
+    /// One core's multiply-add ceiling, f32 and int8 (x86-64 AVX2); prints JSON.
+    Peak {
+        /// Steps of every chain a run.
+        #[arg(long, default_value_t = 100_000_000)]
+        steps: usize,
+        /// Runs; the fastest counts.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
 }
 
 /// [`glimpse::KvCache`] on the command line.
@@ -173,6 +185,7 @@ fn main() -> glimpse::Result<()> {
             quantized,
             (kv_cache, f16_cache),
         ),
+        Command::Peak { steps, rounds } => peak::peak(steps, rounds),
     }
 }
 

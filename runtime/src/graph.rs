@@ -345,7 +345,9 @@ impl GraphFile {
         }
         model.select_outputs_by_name(outputs).map_err(fail)?;
         let plan = (|| {
-            let mut typed = model.into_typed()?.into_decluttered()?;
+            let mut typed = model.into_typed()?;
+            crate::rewrite::slice_constant_gathers(&mut typed)?;
+            typed.declutter()?;
             if half {
                 // After declutter, before optimisation: tract's recommended place.
                 let f16 = tract_core::transform::get_transform("f32_to_f16")?;

@@ -439,6 +439,38 @@ impl TypedOp for Int8MatMul {
         )])
     }
 
+    /// The activations' row axes are the output's; the other inputs are scalars.
+    fn axes_mapping(
+        &self,
+        inputs: &[&TypedFact],
+        outputs: &[&TypedFact],
+    ) -> TractResult<AxesMapping> {
+        let mut axes = AxesMapping::disconnected(inputs, outputs)?;
+        for row in 0..outputs[0].rank().saturating_sub(1) {
+            axes = axes.linking((InOut::In(0), row), (InOut::Out(0), row))?;
+        }
+        Ok(axes)
+    }
+
+    /// A slice of the output's rows is the product of the same slice of the activations
+    /// (declutter moves a vision tower's class-token slice up through the last layer so).
+    fn slice(
+        &self,
+        patch: &mut TypedModelPatch,
+        _model: &TypedModel,
+        _node: &TypedNode,
+        prefix: &str,
+        inputs: &[OutletId],
+        output_axis: usize,
+        _start: &TDim,
+        _end: &TDim,
+    ) -> TractResult<Option<TVec<OutletId>>> {
+        if output_axis + 1 >= patch.outlet_fact(inputs[0])?.rank() {
+            return Ok(None);
+        }
+        patch.wire_node(prefix, self.clone(), inputs).map(Some)
+    }
+
     as_op!();
 }
 

@@ -18,6 +18,12 @@
 //! `[n, k]`) weight, every linear layer of a tower, becomes an [`F32MatMul`] holding the weight
 //! packed (on CPUs where [`crate::f32_matmul::kernel_available`]).
 //!
+//! [`slice_constant_gathers`]: a `Gather` of one constant index (`x[:, 0]`, a vision tower's
+//! class token) becomes a `Slice` and the removal of its axis, before declutter: declutter
+//! then moves the slice up the graph (through the last layer's row-wise products, norms and
+//! activations, up to the softmax, whose slice [`fuse_attention`] moves to the query), so the
+//! rows nothing reads are not computed.
+//!
 //! [`fuse_int8_rescale`]: the same files follow each product with `Cast` to f32 and a `Mul`
 //! by the scale (activations' times weights'); two more passes over every product's output,
 //! which [`Int8MatMul`] does as it writes it.
@@ -25,7 +31,7 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::axes::{AxesMapping, Axis};
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::array::Slice;
+use tract_onnx::tract_core::ops::array::{Gather, Slice};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::einsum::EinSum;
@@ -51,6 +57,48 @@ pub(crate) fn fold_quantized_rows(model: &mut TypedModel) -> TractResult<usize> 
         folded += 1;
     }
     Ok(folded)
+}
+
+/// Replaces each `Gather` of one constant index (a scalar, in range) from float data by a
+/// `Slice` of that index and the removal of the axis; returns how many. To run before
+/// declutter.
+pub(crate) fn slice_constant_gathers(model: &mut TypedModel) -> TractResult<usize> {
+    let mut sliced = 0;
+    for id in model.eval_order()? {
+        let node = &model.nodes()[id];
+        let Some(op) = node.op_as::<Gather>().filter(|op| op.output_type.is_none()) else {
+            continue;
+        };
+        let (data, indices) = (
+            model.outlet_fact(node.inputs[0])?,
+            model.outlet_fact(node.inputs[1])?,
+        );
+        let Some(index) = indices.konst.as_ref().filter(|i| i.rank() == 0) else {
+            continue;
+        };
+        let (Ok(index), Some(len)) = (index.cast_to_scalar::<i64>(), data.shape[op.axis].as_i64())
+        else {
+            continue;
+        };
+        let index = if index < 0 { index + len } else { index };
+        if !(0..len).contains(&index) || !data.is_plain() || !data.datum_type.is_float() {
+            continue;
+        }
+        let mut patch = TypedModelPatch::new("slice constant gather");
+        let x = patch.tap_model(model, node.inputs[0])?;
+        let (start, end) = (index.to_dim(), (index + 1).to_dim());
+        let slice = Slice {
+            axis: op.axis,
+            start,
+            end,
+        };
+        let y = patch.wire_node(format!("{}.slice", node.name), slice, &[x])?;
+        let y = patch.wire_node(&node.name, AxisOp::Rm(op.axis), &y)?[0];
+        patch.shunt_outside(model, id.into(), y)?;
+        patch.apply(model)?;
+        sliced += 1;
+    }
+    Ok(sliced)
 }
 
 /// Folds `Mul(Cast(product, f32), scale)` after each [`Int8MatMul`] into it, where the
@@ -237,6 +285,7 @@ pub(crate) fn fuse_attention(model: &mut TypedModel) -> TractResult<usize> {
             inputs,
             last,
             slice,
+            drop_rows,
         }) = attention_at(model, id)?
         else {
             continue;
@@ -247,8 +296,11 @@ pub(crate) fn fuse_attention(model: &mut TypedModel) -> TractResult<usize> {
         if let Some(slice) = slice {
             taps[0] = patch.wire_node(format!("{name}.queries"), slice, &taps[..1])?[0];
         }
-        let y = patch.wire_node(name, op, &taps)?[0];
-        patch.shunt_outside(model, OutletId::new(last, 0), y)?;
+        let mut y = patch.wire_node(name, op, &taps)?;
+        if let Some(drop) = drop_rows {
+            y = patch.wire_node(format!("{name}.drop_rows"), drop, &y)?;
+        }
+        patch.shunt_outside(model, OutletId::new(last, 0), y[0])?;
         patch.apply(model)?;
         fused += 1;
     }
@@ -265,6 +317,8 @@ struct Chain {
     /// A slice of the query rows, to apply to the query (tract moves the slice of an output's
     /// rows, such as a vision encoder's patches without the class token, up to the softmax).
     slice: Option<Slice>,
+    /// The removal of the op's query-rows axis, where the chain's output has none.
+    drop_rows: Option<AxisOp>,
 }
 
 /// The attention chain starting at node `id`, if there is one.
@@ -355,6 +409,11 @@ fn attention_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
         layout.rank = fact.rank();
     }
     layouts[3].rank = model.outlet_fact(OutletId::new(last.id, 0))?.rank();
+    let drop_rows = parts.rows_dropped.then(|| {
+        layouts[3].rows = layouts[3].rank;
+        layouts[3].rank += 1;
+        AxisOp::Rm(layouts[3].rows)
+    });
     let [q, k, v, _] = &layouts;
     let dim = |x: usize, axis: usize| &facts[x].shape[axis];
     let fits = facts.iter().all(|f| f.datum_type == f32::datum_type())
@@ -379,6 +438,7 @@ fn attention_at(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
         inputs,
         last: last.id,
         slice,
+        drop_rows,
     }))
 }
 
@@ -463,6 +523,8 @@ struct AttentionAxes {
     layouts: [Layout; 4],
     query: usize,
     query_rows: usize,
+    /// Whether the output has no query-rows axis (one row, summed away).
+    rows_dropped: bool,
 }
 
 /// Reads the layouts (ranks left to the caller) off the products' axes: `scores` (inputs
@@ -544,16 +606,27 @@ fn attention_axes(
     }
     layouts[0].batch = batch.iter().map(|b| b.1).collect();
     layouts[1].batch = batch.iter().map(|b| b.2).collect();
+    // One query row (a slice of the class token's) is of length 1, and declutter may have
+    // summed it away from the output: there the op writes a trailing axis, removed after it.
+    let mut rows_dropped = false;
+    if layouts[3].rows == usize::MAX {
+        match &mix.axis((InOut::In(w), query_rows)).ok()?.outputs[0][..] {
+            [o] => layouts[3].rows = *o,
+            [] => rows_dropped = true,
+            _ => return None,
+        }
+    }
     let complete = layouts.iter().all(|l| {
         l.batch.len() == batch.len()
             && !l.batch.contains(&usize::MAX)
-            && l.rows != usize::MAX
+            && (l.rows != usize::MAX || rows_dropped)
             && l.cols != usize::MAX
     });
     complete.then_some(AttentionAxes {
         layouts,
         query,
         query_rows,
+        rows_dropped,
     })
 }
 
@@ -613,6 +686,33 @@ fn fold(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deterministic pixel values in [-1, 1) of the given shape.
+    fn test_pixels(shape: &[usize]) -> TractResult<Tensor> {
+        let pixels: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        tensor1(&pixels).into_shape(shape)
+    }
+
+    fn fixtures() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+    }
+
+    /// The largest `|got − want| / (|want| + 0.01)` between two f32 tensors.
+    fn worst_difference(got: &Tensor, want: &Tensor) -> TractResult<f32> {
+        let (got, want) = (got.try_as_plain_ram()?, want.try_as_plain_ram()?);
+        let (got, want) = (got.as_slice::<f32>()?, want.as_slice::<f32>()?);
+        ensure!(
+            got.len() == want.len(),
+            "{} values, want {}",
+            got.len(),
+            want.len()
+        );
+        Ok((got.iter().zip(want))
+            .map(|(g, w)| (g - w).abs() / (w.abs() + 1e-2))
+            .fold(0f32, f32::max))
+    }
 
     fn rows(expr: &str, quantized: bool) -> Option<Vec<char>> {
         let q_params = quantized.then_some(i32::datum_type());
@@ -696,7 +796,7 @@ mod tests {
     #[test]
     fn fuses_the_attention_and_activation_of_vision_towers() -> TractResult<()> {
         use tract_onnx::prelude::InferenceModelExt;
-        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+        let fixtures = fixtures();
         let load = |file: &str, fact: InferenceFact| -> TractResult<TypedModel> {
             let mut model = crate::onnx_ops::onnx().model_for_path(fixtures.join(file))?;
             model.set_input_fact(0, fact)?;
@@ -713,10 +813,7 @@ mod tests {
                 false,
             ),
         ] {
-            let pixels: Vec<f32> = (0..shape.iter().product::<usize>())
-                .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-                .collect();
-            let pixels = tensor1(&pixels).into_shape(&shape)?;
+            let pixels = test_pixels(&shape)?;
             let mut vision = load(file, f32::fact(shape).into())?;
             let run = |model: &TypedModel| -> TractResult<TVec<TValue>> {
                 let input = tvec![pixels.clone().into_tvalue()];
@@ -733,11 +830,7 @@ mod tests {
             }
             let got = run(&vision)?;
             for (got, want) in got.iter().zip(&want).filter(|_| compare) {
-                let (got, want) = (got.try_as_plain_ram()?, want.try_as_plain_ram()?);
-                let (got, want) = (got.as_slice::<f32>()?, want.as_slice::<f32>()?);
-                let worst = (got.iter().zip(want))
-                    .map(|(g, w)| (g - w).abs() / (w.abs() + 1e-2))
-                    .fold(0f32, f32::max);
+                let worst = worst_difference(got, want)?;
                 assert!(worst < 1e-4, "{file}: relative difference {worst}");
             }
         }
@@ -754,16 +847,13 @@ mod tests {
     #[test]
     fn packs_the_weight_products_of_real_towers() -> TractResult<()> {
         use tract_onnx::prelude::InferenceModelExt;
-        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
-        let pixels: Vec<f32> = (0..2 * 3 * 64 * 64)
-            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-            .collect();
+        let (fixtures, pixels) = (fixtures(), test_pixels(&[2, 3, 64, 64])?);
         let ids: Vec<i64> = vec![49406, 320, 1125, 539, 320, 2368, 49407];
         for (file, fact, input) in [
             (
                 "vision_model.onnx",
                 f32::fact([2, 3, 64, 64]),
-                tensor1(&pixels).into_shape(&[2, 3, 64, 64])?,
+                pixels.clone(),
             ),
             (
                 "text_model.onnx",
@@ -792,13 +882,71 @@ mod tests {
             });
             assert_eq!(weight_products.count(), 0, "{file}");
             for (got, want) in run(&model)?.iter().zip(&want) {
-                let (got, want) = (got.try_as_plain_ram()?, want.try_as_plain_ram()?);
-                let (got, want) = (got.as_slice::<f32>()?, want.as_slice::<f32>()?);
-                let worst = (got.iter().zip(want))
-                    .map(|(g, w)| (g - w).abs() / (w.abs() + 1e-2))
-                    .fold(0f32, f32::max);
+                let worst = worst_difference(got, want)?;
                 assert!(worst < 1e-4, "{file}: relative difference {worst}");
             }
+        }
+        Ok(())
+    }
+
+    /// A tower whose output reads only the class token computes the rest of its last layer
+    /// for that row alone, with the same output: the tiny CLIP fixture's vision tower (two
+    /// layers, batch of two), f32 with its attentions fused (the last one on one query row)
+    /// and its products packed, and ONNX Runtime's dynamic int8 form, whose last product
+    /// reads one row of activations quantised over all of them.
+    #[test]
+    fn computes_only_the_rows_the_class_token_reads() -> TractResult<()> {
+        use crate::f32_matmul::F32MatMul;
+        let (fixtures, pixels) = (fixtures(), test_pixels(&[2, 3, 64, 64])?);
+        for file in ["vision_model.onnx", "vision_model_dynamic.onnx"] {
+            let build = |slice: bool| -> TractResult<TypedModel> {
+                let path = fixtures.join("clip-vit-tiny/onnx").join(file);
+                let mut model = crate::onnx_ops::onnx().model_for_path(path)?;
+                model.set_input_fact(0, f32::fact([2, 3, 64, 64]).into())?;
+                model.select_outputs_by_name(["image_embeds"])?;
+                let mut model = model.into_typed()?;
+                if slice {
+                    assert_eq!(slice_constant_gathers(&mut model)?, 1, "{file}");
+                }
+                model.declutter()?;
+                assert_eq!(fuse_attention(&mut model)?, 2, "{file}");
+                pack_f32_products(&mut model)?;
+                Ok(model)
+            };
+            let run = |model: TypedModel| -> TractResult<Tensor> {
+                let input = tvec![pixels.clone().into_tvalue()];
+                Ok(model.into_runnable()?.run(input)?.remove(0).into_tensor())
+            };
+            let (full, sliced) = (build(false)?, build(true)?);
+            // Rows each product of the last layer's MLP computes (per image: batch of two).
+            let mlp_rows = |model: &TypedModel| -> TractResult<Vec<TDim>> {
+                let products = model.nodes().iter().filter(|n| {
+                    n.name.contains("layers.1/mlp")
+                        && (n.op_is::<F32MatMul>() || n.op_is::<Int8MatMul>())
+                });
+                products
+                    .map(|n| {
+                        Ok(model
+                            .outlet_fact(n.inputs[0])?
+                            .shape
+                            .iter()
+                            .rev()
+                            .skip(1)
+                            .product())
+                    })
+                    .collect()
+            };
+            let fp32 = file == "vision_model.onnx";
+            // f32: both MLP products on the class token; int8: the second (the first's
+            // input is quantised over every row).
+            let want: Vec<TDim> = match fp32 {
+                true => vec![2.into(), 2.into()],
+                false => vec![34.into(), 2.into()],
+            };
+            assert_eq!(mlp_rows(&full)?, vec![TDim::from(34); 2], "{file}");
+            assert_eq!(mlp_rows(&sliced)?, want, "{file}");
+            let worst = worst_difference(&run(sliced)?, &run(full)?)?;
+            assert!(worst < 1e-5, "{file}: relative difference {worst}");
         }
         Ok(())
     }
