@@ -920,9 +920,12 @@ mod tests {
             let (full, sliced) = (build(false)?, build(true)?);
             // Rows each product of the last layer's MLP computes (per image: batch of two).
             let mlp_rows = |model: &TypedModel| -> TractResult<Vec<TDim>> {
+                // Int8MatMul on x86-64; tract's quantised einsum on ARM.
                 let products = model.nodes().iter().filter(|n| {
                     n.name.contains("layers.1/mlp")
-                        && (n.op_is::<F32MatMul>() || n.op_is::<Int8MatMul>())
+                        && (n.op_is::<F32MatMul>()
+                            || n.op_is::<Int8MatMul>()
+                            || n.op_is::<EinSum>())
                 });
                 products
                     .map(|n| {
