@@ -4,8 +4,8 @@
 use std::fs;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use glimpse::photos::{PhotoIndex, ScanOptions, SearchFilter};
 use glimpse::{ClipModel, RgbImage};
+use glimpse_photos::{PhotoIndex, ScanOptions, SearchFilter};
 use glimpse_tests::fixtures;
 
 fn fashion() -> ClipModel {

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use glimpse::decode::{decode, ImageLimits};
+use glimpse::image::{decode, ImageLimits};
 use glimpse::{ClipModel, Error, LoadOptions};
 use glimpse_tests::{copy_bundle, fixtures, png_header};
 

@@ -4,9 +4,9 @@
 use std::fs;
 use std::path::Path;
 
-use glimpse::decode::{decode, decode_file, decode_scaled, ImageLimits};
-use glimpse::photos::{PhotoIndex, ScanOptions};
+use glimpse::image::{decode, decode_file, decode_scaled, ImageLimits};
 use glimpse::{ClipModel, Error, LoadOptions};
+use glimpse_photos::{PhotoIndex, ScanOptions};
 use glimpse_tests::{copy_bundle, fixtures, png_header};
 use sha2::{Digest, Sha256};
 

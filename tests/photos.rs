@@ -4,8 +4,8 @@
 use std::fs;
 use std::path::Path;
 
-use glimpse::photos::{file_key, PhotoIndex, ScanOptions, SearchFilter, TagOptions};
 use glimpse::{ClipModel, Error};
+use glimpse_photos::{file_key, PhotoIndex, ScanOptions, SearchFilter, TagOptions};
 use glimpse_tests::fixtures;
 use serde::Deserialize;
 
@@ -155,7 +155,7 @@ fn filters_by_date_and_tag() {
     let r = reference();
     let (dir, mut index) = indexed(&r);
     // fixtures/photos carry EXIF dates 2024-01-01 .. 2024-01-08, one per photo.
-    let jan = |d| glimpse::decode::unix_seconds(2024, 1, d, 0).unwrap();
+    let jan = |d| glimpse::image::unix_seconds(2024, 1, d, 0).unwrap();
     let filter = SearchFilter {
         after: Some(jan(3)),
         before: Some(jan(5)),
@@ -415,7 +415,7 @@ fn cancelling_stops_early_and_keeps_committed_batches() {
     let mut committed: Vec<String> = Vec::new();
     let report = index
         .index_dir(dir.path(), &opts, |event, _| {
-            if let glimpse::photos::ScanEvent::Committed { keys } = event {
+            if let glimpse_photos::ScanEvent::Committed { keys } = event {
                 committed.extend(keys.iter().cloned());
                 cancel.store(true, std::sync::atomic::Ordering::Relaxed);
             }

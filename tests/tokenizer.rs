@@ -1,7 +1,7 @@
 //! CLIP tokenizer ids equal HF's `CLIPTokenizer` on 220 varied strings, from each of
 //! the three file forms a bundle may carry.
 
-use glimpse::tokenize::{ClipTokenizer, TokenizerSource};
+use glimpse::{ClipTokenizer, TokenizerSource};
 use glimpse_tests::fixtures;
 use serde::Deserialize;
 

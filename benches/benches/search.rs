@@ -5,7 +5,7 @@
 //!     GLIMPSE_BENCH_ROWS=1000000 cargo bench -p glimpse-benches --bench search
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use glimpse::photos::search::{quantize, Matrix};
+use glimpse_photos::search::{quantize, Matrix};
 
 const DIM: usize = 512;
 

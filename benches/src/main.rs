@@ -19,8 +19,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use glimpse::photos::{PhotoIndex, ScanOptions};
 use glimpse::{ClipModel, LanguageModel, LoadOptions, Projector, VisionEncoder};
+use glimpse_photos::{PhotoIndex, ScanOptions};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -222,7 +222,7 @@ fn llm(
     let mut generated = Vec::new();
     let t = Instant::now();
     for _ in 0..steps {
-        let best = glimpse::sampling::argmax(&logits);
+        let best = glimpse::argmax(&logits);
         generated.push(best);
         logits = decoder.forward(&mut cache, decoder.embed(&[best])?)?;
     }
@@ -460,8 +460,8 @@ type ClassProbs = Vec<(usize, f32)>;
 fn calibrate_tags(model: &Path, data: &Path, want: f64) -> glimpse::Result<()> {
     let m = ClipModel::load(model)?;
     let classes = fashion_classes(model)?;
-    let zs = m.zero_shot(&classes, glimpse::photos::TAG_TEMPLATES)?;
-    let max_tags = glimpse::photos::TagOptions::default().max_tags;
+    let zs = m.zero_shot(&classes, glimpse_photos::TAG_TEMPLATES)?;
+    let max_tags = glimpse_photos::TagOptions::default().max_tags;
     // (precision, recall, tags per image) of the tags at `t`.
     let score = |probs: &[ClassProbs], labels: &[u8], t: f32| {
         let (mut emitted, mut right) = (0usize, 0usize);

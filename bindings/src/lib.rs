@@ -9,11 +9,13 @@
 mod clip;
 #[cfg(target_os = "android")]
 mod jni;
+#[cfg(feature = "photos")]
 mod photos;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub use clip::{Classifier, ClipModel, ModelOptions, PixelFormat, Prediction};
+#[cfg(feature = "photos")]
 pub use photos::{
     CancelToken, Hit, PhotoIndex, ScanEvent, ScanListener, ScanOptions, ScanReport, SearchFilter,
     Skipped, Tag,

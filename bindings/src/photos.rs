@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use glimpse::photos as rt;
+use glimpse_photos as rt;
 
 use crate::clip::ClipModel;
 use crate::{guard, GlimpseError};

@@ -34,7 +34,7 @@ pub fn run(dir: &Path, opts: LoadOptions, args: &BenchArgs, as_json: bool) -> gl
     let load = started.elapsed();
 
     let image = match args.image {
-        Some(path) => glimpse::decode::decode_file(path, &model.image_limits())?,
+        Some(path) => glimpse::image::decode_file(path, &model.image_limits())?,
         None => test_pattern(640, 480),
     };
     let one = [image.clone()];

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use clap::{Args, Subcommand};
-use glimpse::photos::{Hit, PhotoIndex, ScanEvent, ScanOptions, SearchFilter, TagOptions};
 use glimpse::{ClipModel, Error, Result};
+use glimpse_photos::{Hit, PhotoIndex, ScanEvent, ScanOptions, SearchFilter, TagOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -88,7 +88,7 @@ impl FilterArgs {
 fn day(s: &str) -> Result<i64> {
     let parts: Vec<i64> = s.split('-').filter_map(|p| p.parse().ok()).collect();
     match parts[..] {
-        [y, m, d] => glimpse::decode::unix_seconds(y, m, d, 0),
+        [y, m, d] => glimpse::image::unix_seconds(y, m, d, 0),
         _ => None,
     }
     .ok_or_else(|| Error::InvalidArgument(format!("`{s}` is not a date like 2024-07-31")))
@@ -159,7 +159,7 @@ pub fn run(
                 threshold: *threshold,
                 max_tags: *max,
             });
-            let key = glimpse::photos::file_key(image)?;
+            let key = glimpse_photos::file_key(image)?;
             let tags = if index.contains(&key) {
                 index.tags(&key)?
             } else {

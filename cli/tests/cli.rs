@@ -205,7 +205,7 @@ fn photo_library_commands() {
 
     let search = &run(&["search", "a photo of a sneaker", "-k", "3"])[0];
     let model_ = ClipModel::load(fixtures().join("../models/fashion-clip")).unwrap();
-    let index = glimpse::photos::PhotoIndex::open(&db, &model_).unwrap();
+    let index = glimpse_photos::PhotoIndex::open(&db, &model_).unwrap();
     let lib = index
         .search_text("a photo of a sneaker", 3, &Default::default())
         .unwrap();

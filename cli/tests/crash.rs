@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use glimpse::photos::{PhotoIndex, TagOptions};
 use glimpse::ClipModel;
+use glimpse_photos::{PhotoIndex, TagOptions};
 use glimpse_tests::fixtures;
 use serde_json::Value;
 

@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
         );
         std::fs::copy(pre, d.join("preprocessor_config.json")).unwrap();
     }
-    let _ = glimpse::preprocess::PreprocessConfig::from_hf_json(&String::from_utf8_lossy(rest));
+    let _ = glimpse::image::PreprocessConfig::from_hf_json(&String::from_utf8_lossy(rest));
     let _ = ClipModel::load_with(
         d,
         LoadOptions {

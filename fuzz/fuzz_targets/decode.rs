@@ -1,8 +1,8 @@
 //! Image bytes → decode (full and DCT-scaled) → CLIP preprocessing, EXIF date.
 #![no_main]
 
-use glimpse::decode::{decode, decode_scaled, taken_at, ImageLimits};
-use glimpse::preprocess::PreprocessConfig;
+use glimpse::image::{decode, decode_scaled, taken_at, ImageLimits};
+use glimpse::image::PreprocessConfig;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

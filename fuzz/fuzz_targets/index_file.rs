@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use glimpse::photos::{PhotoIndex, SearchFilter};
+use glimpse_photos::{PhotoIndex, SearchFilter};
 use glimpse::{ClipModel, LoadOptions};
 use libfuzzer_sys::fuzz_target;
 

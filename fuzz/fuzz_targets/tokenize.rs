@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use glimpse::tokenize::{ClipTokenizer, TokenizerSource};
+use glimpse::{ClipTokenizer, TokenizerSource};
 use libfuzzer_sys::fuzz_target;
 
 fn tokenizer() -> &'static ClipTokenizer {
