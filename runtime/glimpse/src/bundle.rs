@@ -9,8 +9,6 @@ pub use glimpse_graph::GraphSpec;
 
 use crate::error::{Error, Result};
 
-/// transformers.js names a graph's int8 version `<graph>_quantized.onnx`.
-pub(crate) const QUANTIZED_SUFFIX: &str = "_quantized";
 /// Optional checksums of a bundle's files, in `sha256sum` output format.
 pub const CHECKSUMS: &str = "SHA256SUMS";
 /// Default [`LoadOptions::max_model_bytes`]: 8 GiB.
@@ -115,6 +113,7 @@ pub enum KvCache {
 /// The graph `onnx/<name>` of the bundle in `dir`, with the SHA-256s its `SHA256SUMS` lists
 /// for it and its external data, if any (for graphs whose inputs and outputs their loader
 /// checks itself).
+#[cfg(feature = "llm")]
 pub(crate) fn bundle_graph(dir: &Path, name: &str, max_bytes: u64) -> Result<GraphSpec> {
     let sums = read_checksums(dir)?;
     let path = dir.join("onnx").join(name);
@@ -130,6 +129,7 @@ pub(crate) fn bundle_graph(dir: &Path, name: &str, max_bytes: u64) -> Result<Gra
 
 /// The checksums listed for files in `graph`'s directory other than the graph itself, by
 /// their path relative to that directory: those of its external data.
+#[cfg(any(feature = "clip", feature = "llm"))]
 pub(crate) fn data_sums(
     sums: &HashMap<String, String>,
     dir: &Path,
@@ -156,6 +156,7 @@ pub(crate) fn data_sums(
 
 /// `SHA256SUMS` (as `sha256sum` writes it: hex, two spaces or " *", relative path), if the
 /// bundle has one: relative path → lowercase hex.
+#[cfg(any(feature = "clip", feature = "llm"))]
 pub(crate) fn read_checksums(dir: &Path) -> Result<HashMap<String, String>> {
     let path = dir.join(CHECKSUMS);
     let mut out = HashMap::new();
@@ -187,16 +188,6 @@ pub(crate) fn read_checksums(dir: &Path) -> Result<HashMap<String, String>> {
         out.insert(name, hash);
     }
     Ok(out)
-}
-
-pub(crate) fn stem(path: &Path) -> String {
-    path.file_stem()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
-}
-
-pub(crate) fn dir_name(dir: &Path) -> String {
-    dir.file_name()
-        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

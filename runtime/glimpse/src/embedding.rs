@@ -23,11 +23,13 @@ pub fn normalize(v: &mut [f32]) {
     }
 }
 
+#[cfg(feature = "clip")]
 pub(crate) fn normalize_rows(rows: &mut [Embedding]) {
     rows.iter_mut().for_each(|r| normalize(r));
 }
 
 /// Softmax of `logits`, computed stably.
+#[cfg(feature = "clip")]
 pub(crate) fn softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();

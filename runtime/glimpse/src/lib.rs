@@ -15,6 +15,9 @@
 //! `embedding`. Below them, `glimpse-graph` builds and runs the graphs and `glimpse-kernels`
 //! does their arithmetic; `glimpse-photos` indexes a photo library with a CLIP model.
 
+#[cfg(not(any(feature = "clip", feature = "llm")))]
+compile_error!("glimpse needs at least one model family: enable the `clip`, `llm` or `vlm` feature");
+
 mod bundle;
 mod embedding;
 mod error;

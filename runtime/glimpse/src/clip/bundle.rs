@@ -8,8 +8,7 @@ use serde::Deserialize;
 
 use super::tokenizer::TokenizerSource;
 use crate::bundle::{
-    data_sums, dir_name, read_checksums, stem, GraphSpec, LoadOptions, CHECKSUMS,
-    DEFAULT_MAX_MODEL_BYTES, QUANTIZED_SUFFIX,
+    data_sums, read_checksums, GraphSpec, LoadOptions, CHECKSUMS, DEFAULT_MAX_MODEL_BYTES,
 };
 use crate::error::{Error, Result};
 use crate::image::PreprocessConfig;
@@ -20,6 +19,8 @@ pub const MANIFEST: &str = "glimpse.json";
 /// exports do not carry it, so bundles without a manifest use this.
 pub const DEFAULT_LOGIT_SCALE: f32 = 100.0;
 const DEFAULT_CONTEXT: usize = 77;
+/// transformers.js names a graph's int8 version `<graph>_quantized.onnx`.
+const QUANTIZED_SUFFIX: &str = "_quantized";
 
 /// Everything needed to build a CLIP model from a directory.
 #[derive(Debug, Clone)]
@@ -288,4 +289,14 @@ fn existing(dir: &Path, rel: &str) -> Result<PathBuf> {
             format!("file named in {MANIFEST} does not exist"),
         ))
     }
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
 }

@@ -57,6 +57,7 @@ pub struct LanguageModel {
     vocab: usize,
     context: usize,
     max_text_bytes: usize,
+    #[cfg_attr(not(feature = "vlm"), allow(dead_code, reason = "read by vlm/"))]
     pub(crate) image_chat_template: Option<String>,
 }
 

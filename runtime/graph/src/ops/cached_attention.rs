@@ -60,7 +60,6 @@ impl CachedAttention {
         d: usize,
     ) -> TractResult<Tensor> {
         let mut output = uninitialized(&[1, s, self.heads * d])?;
-        let mut view = output.try_as_plain_ram_mut()?;
         kernel::attention(
             queries,
             cache,
@@ -68,9 +67,8 @@ impl CachedAttention {
             (self.heads, self.kv_heads),
             f32::from_bits(self.scale),
             (past, s, d),
-            view.as_slice_mut::<f32>()?,
+            output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
         )?;
-        drop(view);
         Ok(output)
     }
 }
@@ -274,10 +272,9 @@ fn append<'a>(
     d: usize,
 ) -> TractResult<Tensor> {
     let mut out = uninitialized(&[1, kv, p + s, d])?;
-    let mut view = out.try_as_plain_ram_mut()?;
     let head_len = (p + s) * d;
     par_rows(
-        view.as_slice_mut::<f32>()?,
+        out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
         head_len,
         kv * head_len,
         |first, heads| {
@@ -291,7 +288,6 @@ fn append<'a>(
             }
         },
     );
-    drop(view);
     Ok(out)
 }
 
