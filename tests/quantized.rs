@@ -1,9 +1,9 @@
 //! Quantised graphs compute what ONNX Runtime computes on the same file: per-channel weight
 //! dequantisation (tract 0.23.9 broadcasts per-axis scales) and a full `quantize_static` QDQ
-//! ViT (Glimpse keeps attention probabilities in float, see runtime/src/qdq.rs). A
+//! ViT (Glimpse keeps attention probabilities in float, see runtime/graph/src/qdq.rs). A
 //! `quantize_dynamic` ViT computes what the ONNX operators' exact integer arithmetic computes
-//! (tract's int8 kernels on ARM, f32 products on x86-64 without AVX2: runtime/src/onnx_ops.rs;
-//! Glimpse's packed int8 product with AVX2 or AVX-512 VNNI: runtime/src/int8_matmul.rs), with
+//! (tract's int8 kernels on ARM, f32 products on x86-64 without AVX2: runtime/graph/src/onnx.rs;
+//! Glimpse's packed int8 product with AVX2 or AVX-512 VNNI: runtime/kernels/src/int8_matmul.rs), with
 //! the weights at full range or within ±64 (`reduce_range`).
 
 use glimpse::{ClipModel, LoadOptions, Precision};
@@ -86,7 +86,7 @@ fn reduced_range_dynamic_int8_matches_onnx_runtime() {
 }
 
 /// One image at a time on two threads (the run's workers spinning between its int8 products,
-/// runtime/src/crew.rs) computes what one thread computes (the fixture's products are too
+/// runtime/kernels/src/parallel.rs) computes what one thread computes (the fixture's products are too
 /// small to split: `int8_matmul::tests::threads_take_columns` splits one). An image alone
 /// differs slightly from the reference's batch: `DynamicQuantizeLinear` takes one scale over
 /// the whole batch.

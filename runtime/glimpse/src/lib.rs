@@ -16,7 +16,9 @@
 //! does their arithmetic; `glimpse-photos` indexes a photo library with a CLIP model.
 
 #[cfg(not(any(feature = "clip", feature = "llm")))]
-compile_error!("glimpse needs at least one model family: enable the `clip`, `llm` or `vlm` feature");
+compile_error!(
+    "glimpse needs at least one model family: enable the `clip`, `llm` or `vlm` feature"
+);
 
 mod bundle;
 mod embedding;

@@ -11,14 +11,38 @@ use half::slice::HalfFloatSliceExt;
 use crate::parallel::par_rows;
 #[cfg(target_arch = "x86_64")]
 use crate::x86_64::avx2;
-use crate::{ensure, ShapeError};
+use crate::{ensure, Error, Variant};
 
 /// The attention of `queries` (`[s, heads × d]`, at positions `past..past + s`) over the
 /// whole cache (keys, values: `kv_heads` heads of `past + s` rows of `d`, `head_stride`
 /// elements apart; `heads / kv_heads` query heads share each), scores scaled by `scale`, into
 /// `out` (`[s, heads × d]`). Heads are split over the run's threads.
-#[allow(clippy::too_many_arguments, reason = "the shapes of one attention")]
 pub fn attention<T: Stored>(
+    queries: &[f32],
+    cache: (&[T], &[T]),
+    head_stride: usize,
+    heads: (usize, usize),
+    scale: f32,
+    shape: (usize, usize, usize),
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let variant = Variant::widest(variants());
+    attention_with(
+        variant,
+        queries,
+        cache,
+        head_stride,
+        heads,
+        scale,
+        shape,
+        out,
+    )
+}
+
+/// [`attention`] with one of [`variants`].
+#[allow(clippy::too_many_arguments, reason = "attention's, and the variant")]
+pub fn attention_with<T: Stored>(
+    variant: Variant,
     queries: &[f32],
     (keys, values): (&[T], &[T]),
     head_stride: usize,
@@ -26,7 +50,8 @@ pub fn attention<T: Stored>(
     scale: f32,
     (past, s, d): (usize, usize, usize),
     out: &mut [f32],
-) -> Result<(), ShapeError> {
+) -> Result<(), Error> {
+    let variant = variant.check(&variants())?;
     let (width, total) = (heads * d, past + s);
     ensure!(
         kv_heads > 0 && heads.is_multiple_of(kv_heads),
@@ -67,7 +92,7 @@ pub fn attention<T: Stored>(
             for (i, out) in out.chunks_exact_mut(d).enumerate() {
                 let query = &queries[i * width + h * d..][..d];
                 let seen = past + i + 1;
-                T::attend(head, query, &mut scores[..seen], out, &mut scratch);
+                T::attend(variant, head, query, &mut scores[..seen], out, &mut scratch);
             }
         }
     });
@@ -89,7 +114,7 @@ pub fn rotate(
     past: usize,
     s: usize,
     d: usize,
-) -> Result<(), ShapeError> {
+) -> Result<(), Error> {
     let half = d / 2;
     ensure!(
         d.is_multiple_of(2) && half > 0 && cos.len() == sin.len() && cos.len().is_multiple_of(half),
@@ -127,16 +152,25 @@ pub struct Head<'a, T = f32> {
     pub scale: f32,
 }
 
+/// The variants this CPU runs: the generic loops, and AVX2 (the same loops compiled for it,
+/// twice as wide as the baseline's SSE2; f16 rows widened in registers with F16C).
+pub fn variants() -> Vec<Variant> {
+    crate::variants!(Avx2 if || {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
 /// One query against the head's first `scores.len()` keys: softmax of the scaled dot
-/// products, then the weighted sum of the values into `out`. On x86-64 CPUs with AVX2 the
-/// same code runs compiled for it, twice as wide as the baseline's SSE2.
-pub fn attend(head: Head, query: &[f32], scores: &mut [f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
+/// products, then the weighted sum of the values into `out`; `variant` is one this CPU runs.
+fn attend(variant: Variant, head: Head, query: &[f32], scores: &mut [f32], out: &mut [f32]) {
+    match variant {
         // SAFETY: the CPU has AVX2.
-        return unsafe { avx2::cached_attention::attend(head, query, scores, out) };
+        #[cfg(target_arch = "x86_64")]
+        Variant::Avx2 => unsafe { avx2::cached_attention::attend(head, query, scores, out) },
+        _ => attend_on(head, query, scores, out),
     }
-    attend_on(head, query, scores, out)
 }
 
 /// [`attend`]'s loops, for the compiler to vectorise.
@@ -200,8 +234,10 @@ pub struct Scratch {
 
 /// An element type a cache is stored in.
 pub trait Stored: Copy + Default + Send + Sync + std::fmt::Debug + 'static {
-    /// [`attend`] over a head stored as `Self`; `scratch` is the caller's, kept between calls.
+    /// [`attend`] over a head stored as `Self`; `scratch` is the caller's, kept between calls;
+    /// `variant` is one this CPU runs.
     fn attend(
+        variant: Variant,
         head: Head<Self>,
         query: &[f32],
         scores: &mut [f32],
@@ -214,8 +250,15 @@ pub trait Stored: Copy + Default + Send + Sync + std::fmt::Debug + 'static {
 }
 
 impl Stored for f32 {
-    fn attend(head: Head, query: &[f32], scores: &mut [f32], out: &mut [f32], _: &mut Scratch) {
-        attend(head, query, scores, out)
+    fn attend(
+        variant: Variant,
+        head: Head,
+        query: &[f32],
+        scores: &mut [f32],
+        out: &mut [f32],
+        _: &mut Scratch,
+    ) {
+        attend(variant, head, query, scores, out)
     }
 
     fn write(row: &[f32], into: &mut [f32]) {
@@ -227,6 +270,7 @@ impl Stored for f16 {
     /// On x86-64 with AVX2, FMA and F16C, rows are widened in registers as they are read;
     /// elsewhere the head is converted to f32 once for all its queries.
     fn attend(
+        variant: Variant,
         head: Head<f16>,
         query: &[f32],
         scores: &mut [f32],
@@ -234,15 +278,11 @@ impl Stored for f16 {
         scratch: &mut Scratch,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if query.len().is_multiple_of(8)
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-        {
-            // SAFETY: the CPU has the features; `d` is a multiple of 8.
+        if variant == Variant::Avx2 && query.len().is_multiple_of(8) {
+            // SAFETY: the CPU has the features (the variant says); `d` is a multiple of 8.
             return unsafe { avx2::cached_attention::attend_f16(head, query, scores, out) };
         }
-        attend_converted(head, query, scores, out, scratch)
+        attend_converted(variant, head, query, scores, out, scratch)
     }
 
     fn write(row: &[f32], into: &mut [f16]) {
@@ -252,6 +292,7 @@ impl Stored for f16 {
 
 /// [`attend`] over the head converted to f32, converting only when `scratch` does not hold it.
 fn attend_converted(
+    variant: Variant,
     head: Head<f16>,
     query: &[f32],
     scores: &mut [f32],
@@ -274,44 +315,53 @@ fn attend_converted(
         values: &scratch.values,
         scale: head.scale,
     };
-    attend(head, query, scores, out)
+    attend(variant, head, query, scores, out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The converting path (ARM's) gives what f32 rows of the same values give, for queries
-    /// of one head in a row (converted once) and then another head; the x86 kernel, where the
-    /// CPU has it, agrees within f32 rounding.
-    #[test]
-    fn f16_heads_attend_as_their_f32_values() {
-        let d = 16;
-        let value = |i: usize| (i * 37 % 101) as f32 / 50.0 - 1.0;
-        let stored: Vec<f16> = (0..2 * 10 * d).map(|i| f16::from_f32(value(i))).collect();
-        let wide: Vec<f32> = stored.iter().map(|x| x.to_f32()).collect();
-        let mut scratch = Scratch::default();
-        for (h, seen) in [(0, 4), (0, 10), (1, 7)] {
-            let rows = h * 10 * d..(h + 1) * 10 * d;
-            let query: Vec<f32> = (0..d).map(|i| value(i + 3 * seen)).collect();
-            let (mut want, mut got) = (vec![0f32; d], vec![0f32; d]);
-            let mut scores = vec![0f32; seen];
-            let f32_head = Head {
-                keys: &wide[rows.clone()],
-                values: &wide[rows.clone()],
-                scale: 0.3,
-            };
-            attend(f32_head, &query, &mut scores, &mut want);
-            let head = Head {
-                keys: &stored[rows.clone()],
-                values: &stored[rows],
-                scale: 0.3,
-            };
-            attend_converted(head, &query, &mut scores, &mut got, &mut scratch);
-            assert_eq!(got, want, "head {h}, {seen} keys");
-            f16::attend(head, &query, &mut scores, &mut got, &mut Scratch::default());
-            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs());
-            assert!(worst.fold(0f32, f32::max) < 1e-5, "head {h}, {seen} keys");
+    crate::variant_test!(
+        /// Each variant on f32 rows against the generic loops, and on f16 rows of the same
+        /// values: the converting path (ARM's) gives what the f32 rows give, for queries of
+        /// one head in a row (converted once) and then another head; the x86 kernel, which
+        /// widens f16 in registers, agrees within f32 rounding.
+        f16_heads_attend_as_their_f32_values,
+        variants(),
+        |variant| {
+            let d = 16;
+            let value = |i: usize| (i * 37 % 101) as f32 / 50.0 - 1.0;
+            let stored: Vec<f16> = (0..2 * 10 * d).map(|i| f16::from_f32(value(i))).collect();
+            let wide: Vec<f32> = stored.iter().map(|x| x.to_f32()).collect();
+            let mut scratch = Scratch::default();
+            for (h, seen) in [(0, 4), (0, 10), (1, 7)] {
+                let rows = h * 10 * d..(h + 1) * 10 * d;
+                let query: Vec<f32> = (0..d).map(|i| value(i + 3 * seen)).collect();
+                let (mut reference, mut want, mut got) =
+                    (vec![0f32; d], vec![0f32; d], vec![0f32; d]);
+                let mut scores = vec![0f32; seen];
+                let f32_head = Head {
+                    keys: &wide[rows.clone()],
+                    values: &wide[rows.clone()],
+                    scale: 0.3,
+                };
+                attend_on(f32_head, &query, &mut scores, &mut reference);
+                attend(variant, f32_head, &query, &mut scores, &mut want);
+                let worst = want.iter().zip(&reference).map(|(a, b)| (a - b).abs());
+                assert!(worst.fold(0f32, f32::max) < 1e-6, "head {h}, {seen} keys");
+                let head = Head {
+                    keys: &stored[rows.clone()],
+                    values: &stored[rows],
+                    scale: 0.3,
+                };
+                attend_converted(variant, head, &query, &mut scores, &mut got, &mut scratch);
+                assert_eq!(got, want, "head {h}, {seen} keys");
+                let mut fresh = Scratch::default();
+                f16::attend(variant, head, &query, &mut scores, &mut got, &mut fresh);
+                let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs());
+                assert!(worst.fold(0f32, f32::max) < 1e-5, "head {h}, {seen} keys");
+            }
         }
-    }
+    );
 }

@@ -9,6 +9,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use crate::x86_64::{avx2, avx512};
+use crate::{Error, Variant};
 
 /// Lanes of the range pass: independent minima and maxima the compiler keeps in vectors.
 const LANES: usize = 16;
@@ -19,28 +20,58 @@ const ROUND: f32 = 12_582_912.0;
 
 /// `x`'s scale and zero point.
 pub fn parameters(x: &[f32]) -> (f32, u8) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
+    match Variant::widest(variants()) {
         // SAFETY: the CPU has AVX-512F.
-        return unsafe { avx512::dynamic_quantize::parameters(x) };
-    } else if is_x86_feature_detected!("avx2") {
+        #[cfg(target_arch = "x86_64")]
+        Variant::Avx512 => unsafe { avx512::dynamic_quantize::parameters(x) },
         // SAFETY: the CPU has AVX2.
-        return unsafe { avx2::dynamic_quantize::parameters(x) };
+        #[cfg(target_arch = "x86_64")]
+        Variant::Avx2 => unsafe { avx2::dynamic_quantize::parameters(x) },
+        _ => range(x),
     }
-    range(x)
 }
 
 /// `y = clamp(round(x / scale) + zero_point)`.
 pub fn quantize(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
+    // The best variant is always one this CPU runs.
+    let _ = quantize_with(Variant::widest(variants()), x, scale, zero_point, y);
+}
+
+/// [`parameters`] and [`quantize`] with one of [`variants`]: `x`'s parameters, and `y`.
+pub fn quantize_with(
+    variant: Variant,
+    x: &[f32],
+    scale: f32,
+    zero_point: u8,
+    y: &mut [u8],
+) -> Result<(f32, u8), Error> {
+    match variant.check(&variants())? {
         // SAFETY: the CPU has AVX-512F.
-        return unsafe { avx512::dynamic_quantize::quantize(x, scale, zero_point, y) };
-    } else if is_x86_feature_detected!("avx2") {
+        #[cfg(target_arch = "x86_64")]
+        Variant::Avx512 => unsafe {
+            avx512::dynamic_quantize::quantize(x, scale, zero_point, y);
+            Ok(avx512::dynamic_quantize::parameters(x))
+        },
         // SAFETY: the CPU has AVX2.
-        return unsafe { avx2::dynamic_quantize::quantize(x, scale, zero_point, y) };
+        #[cfg(target_arch = "x86_64")]
+        Variant::Avx2 => unsafe {
+            avx2::dynamic_quantize::quantize(x, scale, zero_point, y);
+            Ok(avx2::dynamic_quantize::parameters(x))
+        },
+        _ => {
+            round(x, scale, zero_point, y);
+            Ok(range(x))
+        }
     }
-    round(x, scale, zero_point, y)
+}
+
+/// The variants this CPU runs: the generic loops, compiled for AVX2 and for AVX-512 too (the
+/// same IEEE operations, so the same results).
+pub fn variants() -> Vec<Variant> {
+    crate::variants!(
+        Avx2 if || is_x86_feature_detected!("avx2"),
+        Avx512 if || is_x86_feature_detected!("avx512f"),
+    )
 }
 
 /// [`parameters`], in lanes the compiler vectorises.
@@ -88,10 +119,15 @@ pub(crate) fn round(x: &[f32], scale: f32, zero_point: u8, y: &mut [u8]) {
 mod tests {
     use super::*;
 
-    /// ONNX's definition, value by value: the range including 0, the zero point mapping 0
-    /// exactly, every value within half a step of its code (inside the range), ties to even.
-    #[test]
-    fn follows_the_onnx_definition() {
+    crate::variant_test!(
+    /// Each variant against ONNX's definition, value by value: the range including 0, the
+    /// zero point mapping 0 exactly, every value within half a step of its code (inside the
+    /// range), ties to even.
+    follows_the_onnx_definition, variants(), |variant| {
+        let parameters = |x: &[f32]| quantize_with(variant, x, 1.0, 0, &mut vec![0; x.len()]).unwrap();
+        let quantize = |x: &[f32], scale, zp, y: &mut [u8]| {
+            quantize_with(variant, x, scale, zp, y).unwrap();
+        };
         let x: Vec<f32> = (0..1000)
             .map(|i| (i as f32 * 0.61).sin() * 3.0 + 1.0)
             .collect();
@@ -116,5 +152,5 @@ mod tests {
         assert_eq!(parameters(&[-2.0, -0.5]), (2.0 / 255.0, 255));
         assert_eq!(parameters(&[0.0; 40]), (1.0, 0));
         assert_eq!(parameters(&[]), (1.0, 0));
-    }
+    });
 }

@@ -13,7 +13,7 @@ use std::ops::Range;
 use crate::parallel::par_columns;
 #[cfg(target_arch = "x86_64")]
 use crate::x86_64::avx2::f32_matmul as avx2;
-use crate::{ensure, ShapeError};
+use crate::{ensure, Error, Variant};
 
 /// Columns a panel.
 pub(crate) const PANEL: usize = 16;
@@ -30,7 +30,7 @@ pub struct F32Weight {
 
 impl F32Weight {
     /// From a `[rows, cols]` weight `w` (row-major): `[k, n]`, or `[n, k]` with `transposed`.
-    pub fn new(w: &[f32], rows: usize, cols: usize, transposed: bool) -> Result<Self, ShapeError> {
+    pub fn new(w: &[f32], rows: usize, cols: usize, transposed: bool) -> Result<Self, Error> {
         ensure!(
             w.len() == rows * cols,
             "f32 weight: {} values for [{rows}, {cols}]",
@@ -67,7 +67,19 @@ impl F32Weight {
     }
 
     /// `y = a × w` for `a` of `m` rows of `k`; `y` is `[m, n]`. Threads take columns.
-    pub fn matmul(&self, a: &[f32], m: usize, y: &mut [f32]) -> Result<(), ShapeError> {
+    pub fn matmul(&self, a: &[f32], m: usize, y: &mut [f32]) -> Result<(), Error> {
+        self.matmul_with(Variant::widest(variants()), a, m, y)
+    }
+
+    /// [`Self::matmul`] with one of [`variants`].
+    pub fn matmul_with(
+        &self,
+        variant: Variant,
+        a: &[f32],
+        m: usize,
+        y: &mut [f32],
+    ) -> Result<(), Error> {
+        let variant = variant.check(&variants())?;
         ensure!(
             a.len() == m * self.k && y.len() == m * self.n,
             "f32 product [{m}, {}] × [{}, {}]: {} inputs, {} outputs",
@@ -81,7 +93,7 @@ impl F32Weight {
         par_columns(y, panels, m * self.n * self.k, |panels, out| {
             // SAFETY: `y` holds `m` rows of `n`; each task writes only its own columns, and
             // `y` outlives `par_columns`.
-            unsafe { self.product(a, m, panels, out) };
+            unsafe { self.product(variant, a, m, panels, out) };
         });
         Ok(())
     }
@@ -89,17 +101,24 @@ impl F32Weight {
     /// Panels `panels` of `out = a × w` for `rows` rows of `a`.
     ///
     /// # Safety
-    /// `a` holds `rows` rows of `k`, `out` `rows` rows of `n`, whose columns in `panels`
-    /// nothing else reads or writes.
-    unsafe fn product(&self, a: &[f32], rows: usize, panels: Range<usize>, out: *mut f32) {
+    /// This CPU runs `variant`; `a` holds `rows` rows of `k`, `out` `rows` rows of `n`, whose
+    /// columns in `panels` nothing else reads or writes.
+    unsafe fn product(
+        &self,
+        variant: Variant,
+        a: &[f32],
+        rows: usize,
+        panels: Range<usize>,
+        out: *mut f32,
+    ) {
         debug_assert!(a.len() >= rows * self.k && panels.end <= self.n.div_ceil(PANEL));
-        #[cfg(target_arch = "x86_64")]
-        if avx2::available() {
+        match variant {
             // SAFETY: the CPU has the kernel's features; shapes as the caller promised.
-            return unsafe { avx2::product(self, a, rows, panels, out) };
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx2 => unsafe { avx2::product(self, a, rows, panels, out) },
+            // SAFETY: as the caller promised.
+            _ => unsafe { portable_product(self, a, rows, panels, out) },
         }
-        // SAFETY: as the caller promised.
-        unsafe { portable_product(self, a, rows, panels, out) }
     }
 }
 
@@ -130,6 +149,11 @@ unsafe fn portable_product(
     }
 }
 
+/// The variants this CPU runs: the generic one, and AVX2 + FMA.
+pub fn variants() -> Vec<Variant> {
+    crate::variants!(Avx2 if avx2::available)
+}
+
 /// Whether Glimpse's product replaces tract's on this CPU: AVX2 and FMA without AVX-512
 /// (where tract's own AVX-512 kernels run, not measured against this one).
 pub fn kernel_available() -> bool {
@@ -144,57 +168,44 @@ mod tests {
     use super::*;
     use crate::test_values as values;
 
-    /// The kernel, the portable path and the op against an f64 product, for every tile
-    /// height, a part-filled last panel, one and several panels, both weight layouts.
-    #[test]
-    fn matches_a_direct_product() -> Result<(), ShapeError> {
-        for (m, k, n) in [
-            (1, 1, 1),
-            (7, 13, 40),
-            (13, 64, 16),
-            (50, 96, 33),
-            (6, 5, 3),
-        ] {
-            let a = values(m * k, 1);
-            let w = values(k * n, 2);
-            let want: Vec<f64> = (0..m * n)
-                .map(|i| {
-                    let (r, c) = (i / n, i % n);
-                    (0..k)
-                        .map(|p| a[r * k + p] as f64 * w[p * n + c] as f64)
-                        .sum()
-                })
-                .collect();
-            let transposed: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
-            for weight in [
-                F32Weight::new(&w, k, n, false)?,
-                F32Weight::new(&transposed, n, k, true)?,
+    crate::variant_test!(
+        /// Each variant (through the threaded entry point) against an f64 product, for every
+        /// tile height, a part-filled last panel, one and several panels, both weight layouts.
+        matches_a_direct_product,
+        variants(),
+        |variant| {
+            for (m, k, n) in [
+                (1, 1, 1),
+                (7, 13, 40),
+                (13, 64, 16),
+                (50, 96, 33),
+                (6, 5, 3),
             ] {
-                let mut kernels = vec!["op", "portable"];
-                #[cfg(target_arch = "x86_64")]
-                if avx2::available() {
-                    kernels.push("avx2");
-                }
-                for kernel in kernels {
+                let a = values(m * k, 1);
+                let w = values(k * n, 2);
+                let want: Vec<f64> = (0..m * n)
+                    .map(|i| {
+                        let (r, c) = (i / n, i % n);
+                        (0..k)
+                            .map(|p| a[r * k + p] as f64 * w[p * n + c] as f64)
+                            .sum()
+                    })
+                    .collect();
+                let transposed: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+                for weight in [
+                    F32Weight::new(&w, k, n, false).unwrap(),
+                    F32Weight::new(&transposed, n, k, true).unwrap(),
+                ] {
                     let mut got = vec![f32::NAN; m * n];
-                    let panels = 0..n.div_ceil(PANEL);
-                    let out = got.as_mut_ptr();
-                    match kernel {
-                        "portable" => unsafe { portable_product(&weight, &a, m, panels, out) },
-                        // SAFETY: the CPU has AVX2 and FMA; shapes as made above.
-                        #[cfg(target_arch = "x86_64")]
-                        "avx2" => unsafe { avx2::product(&weight, &a, m, panels, out) },
-                        _ => weight.matmul(&a, m, &mut got)?,
-                    }
+                    weight.matmul_with(variant, &a, m, &mut got).unwrap();
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             (*g as f64 - w).abs() < 1e-5 * (k as f64).sqrt(),
-                            "{kernel} [{m}, {k}] × [{k}, {n}] element {i}: {g} vs {w}"
+                            "[{m}, {k}] × [{k}, {n}] element {i}: {g} vs {w}"
                         );
                     }
                 }
             }
         }
-        Ok(())
-    }
+    );
 }

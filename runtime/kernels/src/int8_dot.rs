@@ -1,5 +1,7 @@
 //! The int8 dot product the photo search scans its embeddings with.
 
+use crate::{Error, Variant};
+
 /// Dot product of two int8 vectors, exact in i32 (a dimension up to 133k cannot overflow).
 /// Uses AVX2 where the CPU has it (x86-64's baseline is SSE2); NEON is aarch64's baseline.
 pub fn dot(a: &[i8], b: &[i8]) -> i32 {
@@ -9,6 +11,21 @@ pub fn dot(a: &[i8], b: &[i8]) -> i32 {
         return unsafe { crate::x86_64::avx2::int8_dot::dot(a, b) };
     }
     dot_lanes(a, b)
+}
+
+/// [`dot`] with one of [`variants`].
+pub fn dot_with(variant: Variant, a: &[i8], b: &[i8]) -> Result<i32, Error> {
+    match variant.check(&variants())? {
+        // SAFETY: the CPU supports AVX2 (a variant this CPU runs).
+        #[cfg(target_arch = "x86_64")]
+        Variant::Avx2 => Ok(unsafe { crate::x86_64::avx2::int8_dot::dot(a, b) }),
+        _ => Ok(dot_lanes(a, b)),
+    }
+}
+
+/// The variants this CPU runs: the generic loops, and the same compiled for AVX2.
+pub fn variants() -> Vec<Variant> {
+    crate::variants!(Avx2 if || is_x86_feature_detected!("avx2"))
 }
 
 /// [`dot`]'s loops, for the compiler to vectorise.
@@ -35,17 +52,18 @@ pub(crate) fn dot_lanes(a: &[i8], b: &[i8]) -> i32 {
 mod tests {
     use super::*;
 
-    /// Exact against the plain sum, at the extremes and lengths around the sixteen lanes.
-    #[test]
-    fn matches_the_plain_sum() {
-        for len in [0, 1, 15, 16, 17, 512, 1000] {
-            let a: Vec<i8> = (0..len).map(|i| (i * 37 % 256) as u8 as i8).collect();
-            let b: Vec<i8> = (0..len)
-                .map(|i| if i % 3 == 0 { -128 } else { 127 })
-                .collect();
-            let want: i32 = a.iter().zip(&b).map(|(&x, &y)| x as i32 * y as i32).sum();
-            assert_eq!(dot(&a, &b), want, "length {len}");
-            assert_eq!(dot_lanes(&a, &b), want, "length {len}");
+    crate::variant_test!(
+        /// Each variant exact against the plain sum, at the extremes and lengths around the
+        /// sixteen lanes.
+        matches_the_plain_sum,
+        variants(),
+        |variant| {
+            for len in [0, 1, 15, 16, 17, 512, 1000] {
+                let a: Vec<i8> = (0..len).map(|i| (i * 37 % 256) as u8 as i8).collect();
+                let b: Vec<i8> = (0..len).map(|i| if i % 3 == 0 { -128 } else { 127 }).collect();
+                let want: i32 = a.iter().zip(&b).map(|(&x, &y)| x as i32 * y as i32).sum();
+                assert_eq!(dot_with(variant, &a, &b), Ok(want), "length {len}");
+            }
         }
-    }
+    );
 }

@@ -19,7 +19,7 @@ use std::ops::Range;
 use crate::parallel::par_columns;
 #[cfg(target_arch = "x86_64")]
 use crate::x86_64::{avx2::int8_matmul as avx2, avx512::int8_matmul as avx512};
-use crate::{ensure, ShapeError};
+use crate::{ensure, Error, Variant};
 
 /// Columns a panel: one `i32` vector of sixteen lanes.
 pub(crate) const PANEL: usize = 16;
@@ -90,12 +90,7 @@ impl Bytes<'_> {
 impl Int8Weight {
     /// From `MatMulInteger`'s `b` (`[k, n]` row-major, `i8` or `u8`) and its zero point (of
     /// the same type: one, one per column, or none).
-    pub fn new(
-        b: Bytes,
-        k: usize,
-        n: usize,
-        zero_point: Option<Bytes>,
-    ) -> Result<Self, ShapeError> {
+    pub fn new(b: Bytes, k: usize, n: usize, zero_point: Option<Bytes>) -> Result<Self, Error> {
         ensure!(k > 0 && n > 0, "int8 weight: empty, [{k}, {n}]");
         ensure!(
             b.len() == k * n,
@@ -158,7 +153,23 @@ impl Int8Weight {
         scale: Option<f32>,
         m: usize,
         y: &mut [i32],
-    ) -> Result<(), ShapeError> {
+    ) -> Result<(), Error> {
+        self.matmul_with(Variant::widest(variants()), a, signed, a0, scale, m, y)
+    }
+
+    /// [`Self::matmul`] with one of [`variants`].
+    #[allow(clippy::too_many_arguments, reason = "matmul's, and the variant")]
+    pub fn matmul_with(
+        &self,
+        variant: Variant,
+        a: &[u8],
+        signed: bool,
+        a0: i32,
+        scale: Option<f32>,
+        m: usize,
+        y: &mut [i32],
+    ) -> Result<(), Error> {
+        let variant = variant.check(&variants())?;
         ensure!(
             a.len() == m * self.k && y.len() == m * self.n,
             "int8 product [{m}, {}] × [{}, {}]: {} inputs, {} outputs",
@@ -212,7 +223,7 @@ impl Int8Weight {
             let to = (tasks.end * TASK_PANELS).min(panels);
             // SAFETY: `y` holds `m` rows of `n`; each task writes only its own columns, and
             // `y` outlives `par_columns`.
-            unsafe { self.product(&a, m, from..to, &finish, out) };
+            unsafe { self.product(variant, &a, m, from..to, &finish, out) };
         });
         Ok(())
     }
@@ -231,9 +242,11 @@ impl Int8Weight {
     /// of `a`.
     ///
     /// # Safety
-    /// `out` holds `rows` rows of `n`, whose columns in `panels` nothing else reads or writes.
+    /// This CPU runs `variant`; `out` holds `rows` rows of `n`, whose columns in `panels`
+    /// nothing else reads or writes.
     unsafe fn product(
         &self,
+        variant: Variant,
         a: &[u8],
         rows: usize,
         panels: Range<usize>,
@@ -246,13 +259,16 @@ impl Int8Weight {
         debug_assert!(finish
             .zero
             .is_none_or(|(z, s)| z.len() >= whole && s.len() >= rows));
-        #[cfg(target_arch = "x86_64")]
-        if avx512::available() {
+        match variant {
             // SAFETY: the CPU has the kernel's features; shapes as `matmul` checked them.
-            return unsafe { avx512::product(self, a, rows, panels, finish, out) };
-        } else if avx2::available() {
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx512 => {
+                return unsafe { avx512::product(self, a, rows, panels, finish, out) }
+            }
             // SAFETY: as above.
-            return unsafe { avx2::product(self, a, rows, panels, finish, out) };
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx2 => return unsafe { avx2::product(self, a, rows, panels, finish, out) },
+            _ => {}
         }
         let columns = panels.start * PANEL..(panels.end * PANEL).min(self.n);
         // SAFETY: as the caller promised.
@@ -330,6 +346,14 @@ unsafe fn portable_product(
     }
 }
 
+/// The variants this CPU runs: the generic one, AVX2, AVX-512 VNNI.
+pub fn variants() -> Vec<Variant> {
+    crate::variants!(
+        Avx2 if avx2::available,
+        Avx512 if avx512::available,
+    )
+}
+
 /// Whether this CPU runs a kernel rather than [`portable_product`].
 pub fn kernel_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -342,12 +366,11 @@ pub fn kernel_available() -> bool {
 mod tests {
     use super::*;
 
-    /// Against the plain integer definition, for every combination of activation and weight
-    /// types, zero points (none, scalar, per column), `k` not a multiple of four, columns not
-    /// a multiple of sixteen, and row counts that take every tile height; through the kernel
-    /// this CPU runs and the portable one.
-    #[test]
-    fn matches_the_integer_product() {
+    crate::variant_test!(
+    /// Each variant against the plain integer definition, for every combination of activation
+    /// and weight types, zero points (none, scalar, per column), `k` not a multiple of four,
+    /// columns not a multiple of sixteen, and row counts that take every tile height.
+    matches_the_integer_product, variants(), |variant| {
         let mut seed = 11u64;
         let mut next = || {
             seed = seed
@@ -391,36 +414,19 @@ mod tests {
                             })
                             .collect();
                         let mut y = vec![0i32; m * n];
-                        weight.matmul(&a, signed_a, a0, None, m, &mut y).unwrap();
+                        weight.matmul_with(variant, &a, signed_a, a0, None, m, &mut y).unwrap();
                         assert_eq!(y, want, "k {k} n {n} m {m} signed {signed_a}/{signed_w}");
                         weight
-                            .matmul(&a, signed_a, a0, Some(0.37), m, &mut y)
+                            .matmul_with(variant, &a, signed_a, a0, Some(0.37), m, &mut y)
                             .unwrap();
                         for (got, want) in y.iter().zip(&want) {
                             assert_eq!(f32::from_bits(*got as u32), *want as f32 * 0.37);
                         }
-                        // The portable product, whatever this CPU runs.
-                        let flip = if signed_a { 0x80 } else { 0 };
-                        let mut padded = vec![0u8; m * weight.kp];
-                        for (to, from) in padded.chunks_exact_mut(weight.kp).zip(a.chunks(k)) {
-                            to.iter_mut().zip(from).for_each(|(t, f)| *t = f ^ flip);
-                        }
-                        let mut y = vec![0i32; m * n];
-                        let panels = 0..n.div_ceil(PANEL);
-                        // SAFETY: `y` holds `m` rows of `n`.
-                        unsafe { portable_product(&weight, &padded, m, panels, y.as_mut_ptr()) };
-                        finished(
-                            &weight,
-                            &padded,
-                            a0 + if signed_a { 128 } else { 0 },
-                            &mut y,
-                        );
-                        assert_eq!(y, want, "portable: k {k} n {n} m {m}");
                     }
                 }
             }
         }
-    }
+    });
 
     /// Split over a crew's threads (tasks of a few panels each, every row), the product is the
     /// one computed in one piece: with zero points on both sides and the rescale.
@@ -557,19 +563,6 @@ mod tests {
             .map(|row| row.iter().map(|&v| v as i32).sum())
             .collect();
         (column, row_sums)
-    }
-
-    /// The zero-point formula applied to a raw product, as `matmul` sets it up.
-    fn finished(w: &Int8Weight, a: &[u8], a0: i32, y: &mut [i32]) {
-        let (column, row_sums) = finish_parts(w, a, a0);
-        let finish = Finish {
-            column: &column,
-            zero: Some((&w.zero, &row_sums)),
-            scale: None,
-        };
-        let rows = y.len() / w.n;
-        // SAFETY: `y` holds `rows` rows of `n`.
-        unsafe { finish.apply(w.n, rows, 0..w.n, y.as_mut_ptr()) };
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! Each kernel is one module with one portable API and a generic reference implementation
 //! (the lane-by-lane loops every CPU can run, and the tests' reference); variants for an
 //! instruction set live under that architecture's folder (`x86_64/avx2/`, `x86_64/avx512/`,
-//! file names matching the kernel's) and are picked at run time from the CPU's features
-//! ([`cpu`]). [`parallel`] splits a product's rows or columns over the current run's workers.
+//! file names matching the kernel's) and are picked at run time from the CPU's features. Each
+//! kernel module lists the [`Variant`]s this CPU can run (`variants()`), uses the best of them,
+//! and takes one by name (`*_with`) for the tests, which run every variant against the
+//! reference ([`variant_test!`]), and the benches. [`parallel`] splits a product's rows or
+//! columns over the current run's workers.
 //!
 //! - [`f32_matmul`], [`int8_matmul`], [`q4_matmul`]: products with a constant weight packed
 //!   once (f32; `u8 × i8` with zero points; llama.cpp's Q4_0 blocks).
@@ -28,21 +31,99 @@ pub mod vision_attention;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
-/// A kernel's operands do not fit it (shapes, lengths or types).
+/// A kernel's operands do not fit it (shapes, lengths or types), or a variant was asked for
+/// that this CPU cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct ShapeError(pub String);
+pub struct Error(pub String);
 
-/// Returns a [`ShapeError`] with the formatted message unless `cond` holds.
+/// Whether this CPU has what a variant needs.
+pub(crate) type CpuHas = fn() -> bool;
+
+/// One implementation of a kernel: the generic reference, or one written for an instruction
+/// set. Which a kernel has, and which this CPU runs, its `variants()` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// Plain Rust loops (written for the compiler to vectorise): every CPU, and the reference.
+    Generic,
+    /// x86-64 AVX2 (with FMA, and F16C where the kernel reads f16).
+    Avx2,
+    /// x86-64 AVX-512 (F, and BW / VNNI where the kernel says).
+    Avx512,
+}
+
+impl Variant {
+    /// The variants in `candidates` whose test says this CPU runs them, the generic one first.
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        allow(dead_code, reason = "x86 variants only, yet")
+    )]
+    pub(crate) fn available(candidates: &[(Variant, CpuHas)]) -> Vec<Variant> {
+        let mut out = vec![Variant::Generic];
+        out.extend(candidates.iter().filter(|(_, has)| has()).map(|(v, _)| *v));
+        out
+    }
+
+    /// The last of `variants` (the widest this CPU runs, as `variants()` lists them).
+    pub(crate) fn widest(variants: Vec<Variant>) -> Variant {
+        variants.last().copied().unwrap_or(Variant::Generic)
+    }
+
+    /// An error unless `self` is one of `variants` (what this CPU runs).
+    pub(crate) fn check(self, variants: &[Variant]) -> Result<Variant, Error> {
+        match variants.contains(&self) {
+            true => Ok(self),
+            false => Err(Error(format!("this CPU cannot run the {self:?} variant"))),
+        }
+    }
+}
+
+/// The body of a kernel's `variants()`: the generic variant, then each x86-64 one (`Avx2 if
+/// test`) whose test passes on this CPU; on other architectures the generic one alone.
+macro_rules! variants {
+    ($($variant:ident if $has:expr),* $(,)?) => {{
+        #[cfg(target_arch = "x86_64")]
+        return $crate::Variant::available(&[$(($crate::Variant::$variant, $has)),*]);
+        #[cfg(not(target_arch = "x86_64"))]
+        vec![$crate::Variant::Generic]
+    }};
+}
+pub(crate) use variants;
+
+/// A test that runs `$check(variant)` for every variant of a kernel this CPU runs
+/// (`$variants`, the kernel's `variants()`), the generic reference included, and says which
+/// variant failed: each kernel's variants against its reference, as the CPU allows.
+#[cfg(test)]
+macro_rules! variant_test {
+    ($(#[$doc:meta])* $name:ident, $variants:expr, $check:expr) => {
+        $(#[$doc])*
+        #[test]
+        fn $name() {
+            let variants: Vec<$crate::Variant> = $variants;
+            assert_eq!(variants.first(), Some(&$crate::Variant::Generic));
+            for variant in variants {
+                let run = std::panic::AssertUnwindSafe(|| ($check)(variant));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    eprintln!("variant {variant:?} failed");
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use variant_test;
+
+/// Returns a [`Error`] with the formatted message unless `cond` holds.
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {
         if !$cond {
-            return Err($crate::ShapeError(format!($($msg)+)));
+            return Err($crate::Error(format!($($msg)+)));
         }
     };
     ($cond:expr) => {
         if !$cond {
-            return Err($crate::ShapeError(concat!("failed: ", stringify!($cond)).to_owned()));
+            return Err($crate::Error(concat!("failed: ", stringify!($cond)).to_owned()));
         }
     };
 }

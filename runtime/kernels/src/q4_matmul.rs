@@ -19,7 +19,7 @@ use crate::parallel::par_rows;
 pub(crate) use crate::x86_64::prefetch_ahead;
 #[cfg(target_arch = "x86_64")]
 use crate::x86_64::{avx2::q4_matmul as avx2, avx512::q4_matmul as avx512};
-use crate::{ensure, ShapeError};
+use crate::{ensure, Error, Variant};
 
 /// Codes in a block.
 pub const BLOCK: usize = 32;
@@ -71,7 +71,7 @@ pub(crate) struct Rows<'a> {
 impl Q4Weight {
     /// From `MatMulNBits`' packed `u8` weight (`n · k / 2` bytes) and its `f32` scales
     /// (`n · k / 32`).
-    pub fn new(n: usize, k: usize, blocks: Arc<dyn Q4Blocks>) -> Result<Self, ShapeError> {
+    pub fn new(n: usize, k: usize, blocks: Arc<dyn Q4Blocks>) -> Result<Self, Error> {
         ensure!(
             k.is_multiple_of(BLOCK),
             "Q4 weight: k = {k} is not a multiple of {BLOCK}"
@@ -92,7 +92,7 @@ impl Q4Weight {
     }
 
     /// The blocks and scales, borrowed from their storage, their lengths checked.
-    fn rows(&self) -> Result<Rows<'_>, ShapeError> {
+    fn rows(&self) -> Result<Rows<'_>, Error> {
         let (n, k) = (self.n, self.k);
         let (packed, scales) = (self.blocks.codes(), self.blocks.scales());
         ensure!(
@@ -112,7 +112,21 @@ impl Q4Weight {
     /// With `q8`, each row of `x` is first rounded to llama.cpp's Q8_0 blocks (32 values,
     /// `x ≈ q · d`, `d = max|x| / 127`) and the blocks multiplied in integers: ONNX's
     /// `MatMulNBits accuracy_level = 4`, and what llama.cpp does for Q4_0.
-    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32], q8: bool) -> Result<(), ShapeError> {
+    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32], q8: bool) -> Result<(), Error> {
+        self.matmul_with(Variant::widest(variants()), x, m, y, q8)
+    }
+
+    /// [`Self::matmul`] with one of [`variants`] (AVX-512's f32-activation product is
+    /// AVX2's: only its Q8_0 product is its own).
+    pub fn matmul_with(
+        &self,
+        variant: Variant,
+        x: &[f32],
+        m: usize,
+        y: &mut [f32],
+        q8: bool,
+    ) -> Result<(), Error> {
+        let variant = variant.check(&variants())?;
         ensure!(
             x.len() == m * self.k && y.len() == m * self.n,
             "Q4 product [{m}, {}] × [{}, {}]ᵀ: {} inputs, {} outputs",
@@ -126,7 +140,7 @@ impl Q4Weight {
         if q8 {
             let blocks = Q8Blocks::quantize(x);
             #[cfg(target_arch = "x86_64")]
-            if avx512::available() {
+            if variant == Variant::Avx512 {
                 let groups = avx512::Q8Groups::new(&blocks, m, self.k);
                 let rows: Vec<_> = (0..m).map(|i| groups.row(i)).collect();
                 return self.split(m, y, |first, out| {
@@ -134,11 +148,11 @@ impl Q4Weight {
                 });
             }
             let rows: Vec<Q8Row> = (0..m).map(|i| blocks.row(i, self.k)).collect();
-            self.split(m, y, |first, out| w.rows_q8(first, &rows, out))
+            self.split(m, y, |first, out| w.rows_q8(variant, first, &rows, out))
         } else {
             let x = nibble_ordered(x);
             let rows: Vec<&[f32]> = x.chunks_exact(self.k).collect();
-            self.split(m, y, |first, out| w.rows_f32(first, &rows, out))
+            self.split(m, y, |first, out| w.rows_f32(variant, first, &rows, out))
         }
     }
 
@@ -148,7 +162,7 @@ impl Q4Weight {
         m: usize,
         y: &mut [f32],
         rows: impl Fn(usize, &mut [f32]) + Sync,
-    ) -> Result<(), ShapeError> {
+    ) -> Result<(), Error> {
         let cost = self.n * self.k * m;
         if m == 1 {
             par_rows(y, 1, cost, rows);
@@ -167,21 +181,29 @@ impl Q4Weight {
 }
 
 impl Rows<'_> {
-    fn rows_f32(self, first: usize, x: &[&[f32]], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if avx2::available() {
-            return rows_with::<avx2::Avx2>(self, first, x, out);
+    fn rows_f32(self, variant: Variant, first: usize, x: &[&[f32]], out: &mut [f32]) {
+        match variant {
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx2 | Variant::Avx512 => rows_with::<avx2::Avx2>(self, first, x, out),
+            _ => rows_with::<Portable>(self, first, x, out),
         }
-        rows_with::<Portable>(self, first, x, out)
     }
 
-    fn rows_q8(self, first: usize, x: &[Q8Row], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if avx2::available() {
-            return rows_with::<avx2::Avx2Q8>(self, first, x, out);
+    fn rows_q8(self, variant: Variant, first: usize, x: &[Q8Row], out: &mut [f32]) {
+        match variant {
+            #[cfg(target_arch = "x86_64")]
+            Variant::Avx2 | Variant::Avx512 => rows_with::<avx2::Avx2Q8>(self, first, x, out),
+            _ => rows_with::<PortableQ8>(self, first, x, out),
         }
-        rows_with::<PortableQ8>(self, first, x, out)
     }
+}
+
+/// The variants this CPU runs: the generic one, AVX2 + FMA, AVX-512 VNNI (Q8_0 activations).
+pub fn variants() -> Vec<Variant> {
+    crate::variants!(
+        Avx2 if avx2::available,
+        Avx512 if avx512::available,
+    )
 }
 
 /// Where element `j` of a block in the weight's nibble order comes from: the block's even
@@ -332,47 +354,42 @@ pub(crate) fn madd(a: f32, b: f32, c: f32) -> f32 {
 mod tests {
     use super::*;
 
-    /// Against the plain definition, in f64, for shapes that take every path: one row,
-    /// four rows and a remainder; rows of whole groups of four blocks and of one to three
-    /// blocks more; f32 and Q8_0 activations; every kernel this CPU can run, and the
-    /// portable ones (which aarch64 runs).
-    #[test]
-    fn matches_dequantized_product() {
-        let mut seed = 7u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as u32
-        };
-        for (n, k) in [(37, 96), (5, 128), (9, 288), (3, 416)] {
-            let codes: Vec<u8> = (0..n * k).map(|_| (next() % 16) as u8).collect();
-            let scales: Vec<f32> = (0..n * k / 32)
-                .map(|_| (next() % 1000) as f32 / 4096.0)
-                .collect();
-            let w = weight_of(n, k, &codes, &scales);
-            let weight = |r: usize, c: usize| {
-                (codes[r * k + c] as f64 - 8.0) * scales[r * k / 32 + c / 32] as f64
+    crate::variant_test!(
+        /// Each variant against the plain definition, in f64, for shapes that take every path:
+        /// one row, four rows and a remainder; rows of whole groups of four blocks and of one
+        /// to three blocks more; f32 and Q8_0 activations.
+        matches_dequantized_product,
+        variants(),
+        |variant| {
+            let mut seed = 7u64;
+            let mut next = || {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 33) as u32
             };
-            for m in [1, 4, 7] {
-                let x: Vec<f32> = (0..m * k)
-                    .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+            for (n, k) in [(37, 96), (5, 128), (9, 288), (3, 416)] {
+                let codes: Vec<u8> = (0..n * k).map(|_| (next() % 16) as u8).collect();
+                let scales: Vec<f32> = (0..n * k / 32)
+                    .map(|_| (next() % 1000) as f32 / 4096.0)
                     .collect();
-                let q8 = Q8Blocks::quantize(&x);
-                // What the Q8 product multiplies: each activation as its code times its scale.
-                let rounded: Vec<f32> = (0..m * k)
-                    .map(|i| q8.codes[i / 32][position(i % 32)] as f32 * q8.scales[i / 32])
-                    .collect();
-                for (activations, reference) in [(false, &x), (true, &rounded)] {
-                    let mut y = vec![0f32; m * n];
-                    w.matmul(&x, m, &mut y, activations).unwrap();
-                    let mut results = vec![("cpu", y)];
-                    for (kernel, t) in kernels(w.rows().unwrap(), &x, m, activations) {
-                        // `[n, m]` to `[m, n]`.
-                        let y = (0..m * n).map(|j| t[(j % n) * m + j / n]).collect();
-                        results.push((kernel, y));
-                    }
-                    for (kernel, y) in &results {
+                let w = weight_of(n, k, &codes, &scales);
+                let weight = |r: usize, c: usize| {
+                    (codes[r * k + c] as f64 - 8.0) * scales[r * k / 32 + c / 32] as f64
+                };
+                for m in [1, 4, 7] {
+                    let x: Vec<f32> = (0..m * k)
+                        .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                        .collect();
+                    let q8 = Q8Blocks::quantize(&x);
+                    // What the Q8 product multiplies: each activation as its code times its
+                    // scale.
+                    let rounded: Vec<f32> = (0..m * k)
+                        .map(|i| q8.codes[i / 32][position(i % 32)] as f32 * q8.scales[i / 32])
+                        .collect();
+                    for (activations, reference) in [(false, &x), (true, &rounded)] {
+                        let mut y = vec![0f32; m * n];
+                        w.matmul_with(variant, &x, m, &mut y, activations).unwrap();
                         for i in 0..m {
                             for r in 0..n {
                                 let want: f64 = (0..k)
@@ -381,8 +398,7 @@ mod tests {
                                 let got = y[i * n + r];
                                 assert!(
                                     (got as f64 - want).abs() < 1e-5,
-                                    "{kernel}, q8 {activations}, [{n}, {k}], m {m} \
-                                     [{i}, {r}]: {got} vs {want}"
+                                    "q8 {activations}, [{n}, {k}], m {m} [{i}, {r}]: {got} vs {want}"
                                 );
                             }
                         }
@@ -390,57 +406,7 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// Each kernel's `[n, m]` product that this CPU can run.
-    fn kernels(w: Rows, x: &[f32], m: usize, q8: bool) -> Vec<(&'static str, Vec<f32>)> {
-        let (k, n) = (w.per_row * BLOCK, w.scales.len() / w.per_row);
-        let blocks = Q8Blocks::quantize(x);
-        let q8_rows: Vec<Q8Row> = (0..m).map(|i| blocks.row(i, k)).collect();
-        let x = nibble_ordered(x);
-        let f32_rows: Vec<&[f32]> = x.chunks_exact(k).collect();
-        let run = |kernel: &dyn Fn(&mut [f32])| {
-            let mut t = vec![0f32; n * m];
-            kernel(&mut t);
-            t
-        };
-        let mut out = vec![];
-        if !q8 {
-            out.push((
-                "portable",
-                run(&|t| rows_with::<Portable>(w, 0, &f32_rows, t)),
-            ));
-        } else {
-            out.push((
-                "portable",
-                run(&|t| rows_with::<PortableQ8>(w, 0, &q8_rows, t)),
-            ));
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            if avx2::available() && !q8 {
-                out.push((
-                    "avx2",
-                    run(&|t| rows_with::<avx2::Avx2>(w, 0, &f32_rows, t)),
-                ));
-            }
-            if avx2::available() && q8 {
-                out.push((
-                    "avx2",
-                    run(&|t| rows_with::<avx2::Avx2Q8>(w, 0, &q8_rows, t)),
-                ));
-            }
-            if avx512::available() && q8 {
-                let groups = avx512::Q8Groups::new(&blocks, m, k);
-                let rows: Vec<_> = (0..m).map(|i| groups.row(i)).collect();
-                out.push((
-                    "avx512",
-                    run(&|t| rows_with::<avx512::Vnni>(w, 0, &rows, t)),
-                ));
-            }
-        }
-        out
-    }
+    );
 
     /// A weight from codes `0..16`, row-major `[n, k]`, packed as `MatMulNBits` packs them.
     fn weight_of(n: usize, k: usize, codes: &[u8], scales: &[f32]) -> Q4Weight {

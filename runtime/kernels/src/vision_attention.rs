@@ -15,7 +15,7 @@
 use crate::parallel::par_rows;
 #[cfg(target_arch = "x86_64")]
 use crate::x86_64::{avx2::vision_attention as avx2, avx512::vision_attention as avx512};
-use crate::{ensure, ShapeError};
+use crate::{ensure, Error, Variant};
 
 /// Where an operand's axes are: its batch axes (heads, images; in the op's order), its rows
 /// (queries or keys) and its columns (depth), of `rank` axes; the others are of length 1.
@@ -100,7 +100,7 @@ fn dims(
     layouts: &[Layout; 4],
     i: usize,
     shape: &[usize],
-) -> Result<(Vec<usize>, usize, usize), ShapeError> {
+) -> Result<(Vec<usize>, usize, usize), Error> {
     let l = &layouts[i];
     let fits = (0..l.rank).all(|a| l.has(a) || shape.get(a) == Some(&1));
     ensure!(
@@ -119,7 +119,7 @@ fn dims(
 fn sizes(
     layouts: &[Layout; 4],
     shapes: [&[usize]; 3],
-) -> Result<(Vec<usize>, usize, Sizes), ShapeError> {
+) -> Result<(Vec<usize>, usize, Sizes), Error> {
     let (qb, s, d) = dims(layouts, 0, shapes[0])?;
     let (kb, t, dk) = dims(layouts, 1, shapes[1])?;
     let (vb, tv, e) = dims(layouts, 2, shapes[2])?;
@@ -145,10 +145,7 @@ fn sizes(
 }
 
 /// The output's shape for queries, keys and values of `shapes` ([`attention`]'s).
-pub fn output_shape(
-    layouts: &[Layout; 4],
-    shapes: [&[usize]; 3],
-) -> Result<Vec<usize>, ShapeError> {
+pub fn output_shape(layouts: &[Layout; 4], shapes: [&[usize]; 3]) -> Result<Vec<usize>, Error> {
     Ok(sizes(layouts, shapes)?.0)
 }
 
@@ -161,7 +158,19 @@ pub fn attention(
     scale: f32,
     inputs: [(&[f32], &[usize]); 3],
     out: &mut [f32],
-) -> Result<(), ShapeError> {
+) -> Result<(), Error> {
+    attention_with(Variant::widest(variants()), layouts, scale, inputs, out)
+}
+
+/// [`attention`] with one of [`variants`].
+pub fn attention_with(
+    variant: Variant,
+    layouts: &[Layout; 4],
+    scale: f32,
+    inputs: [(&[f32], &[usize]); 3],
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let variant = variant.check(&variants())?;
     let (shape, heads, n) = sizes(layouts, inputs.map(|(_, shape)| shape))?;
     for (i, (data, shape)) in inputs.iter().enumerate() {
         ensure!(
@@ -187,7 +196,7 @@ pub fn attention(
                 q.gather(h, s, d, scale, &mut work.q);
                 k.gather(h, t, d, 1.0, &mut work.k);
                 v.gather(h, t, e, 1.0, &mut work.v);
-                head(&mut work, n, out);
+                head(variant, &mut work, n, out);
             }
         });
     }
@@ -213,19 +222,25 @@ pub(crate) struct Work {
 }
 
 /// One head: `out` (`[s, e]`) `= softmax(q kᵀ) v` of the gathered `[s, d]`, `[t, d]`, `[t, e]`.
-fn head(work: &mut Work, n: Sizes, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if avx512::available() {
-            // SAFETY: the CPU has the kernel's features; the buffers hold what `n` says.
-            return unsafe { avx512::head(work, n, out) };
-        }
-        if avx2::available() {
-            // SAFETY: as above.
-            return unsafe { avx2::head(work, n, out) };
-        }
+/// `variant` is one this CPU runs.
+fn head(variant: Variant, work: &mut Work, n: Sizes, out: &mut [f32]) {
+    match variant {
+        // SAFETY: the CPU has the kernel's features; the buffers hold what `n` says.
+        #[cfg(target_arch = "x86_64")]
+        Variant::Avx512 => unsafe { avx512::head(work, n, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Variant::Avx2 => unsafe { avx2::head(work, n, out) },
+        _ => portable_head(work, n, out),
     }
-    portable_head(work, n, out)
+}
+
+/// The variants this CPU runs: the generic one, AVX2 + FMA, AVX-512.
+pub fn variants() -> Vec<Variant> {
+    crate::variants!(
+        Avx2 if avx2::available,
+        Avx512 if avx512::available,
+    )
 }
 
 /// A head's gathered queries and values, and its keys packed for a kernel: panels of `lanes`
@@ -320,11 +335,11 @@ mod tests {
         values
     }
 
-    /// The kernel and the portable path against a direct f64 computation, for query counts
-    /// that leave every tile height, key counts and value depths off the 16 lanes, depth
-    /// that is not a multiple of 16, and scores large enough that the softmax is peaked.
-    #[test]
-    fn heads_match_a_direct_computation() {
+    crate::variant_test!(
+    /// Each variant against a direct f64 computation, for query counts that leave every
+    /// tile height, key counts and value depths off the 16 lanes, depth that is not a
+    /// multiple of 16, and scores large enough that the softmax is peaked.
+    heads_match_a_direct_computation, variants(), |variant| {
         for (s, t, d, e) in [
             (1, 1, 1, 1),
             (7, 17, 64, 64),
@@ -355,45 +370,30 @@ mod tests {
                     want[i * e + c] = (0..t).map(|j| w[j] * v[j * e + c] as f64).sum::<f64>() / sum;
                 }
             }
-            let run = |kernel: &str| {
-                let mut work = Work {
-                    q: q.clone(),
-                    k: k.clone(),
-                    v: v.clone(),
-                    scratch: vec![],
-                };
-                let mut out = vec![f32::NAN; s * e];
-                match kernel {
-                    "portable" => portable_head(&mut work, n, &mut out),
-                    // SAFETY: the CPU has AVX2 and FMA (checked below).
-                    #[cfg(target_arch = "x86_64")]
-                    "avx2" => unsafe { avx2::head(&mut work, n, &mut out) },
-                    _ => head(&mut work, n, &mut out),
-                }
-                out
+            let mut work = Work {
+                q: q.clone(),
+                k: k.clone(),
+                v: v.clone(),
+                scratch: vec![],
             };
-            // This CPU's kernel, the portable path, and (on AVX-512 CPUs too) the AVX2 kernel.
-            let mut kernels = vec!["dispatch", "portable"];
-            #[cfg(target_arch = "x86_64")]
-            if avx2::available() {
-                kernels.push("avx2");
-            }
-            for (kernel, got) in kernels.into_iter().map(|k| (k, run(k))) {
+            let mut got = vec![f32::NAN; s * e];
+            head(variant, &mut work, n, &mut got);
+            {
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (*g as f64 - w).abs() < 2e-6,
-                        "{n:?} kernel {kernel} element {i}: {g} vs {w}"
+                        "{n:?} element {i}: {g} vs {w}"
                     );
                 }
             }
         }
-    }
+    });
 
     /// Operands in different axis orders (`[b, s, h, d]` queries, `[b, h, t, d]` keys,
     /// `[b, h, e, t]` values, `[b, s, h, e]` output) with a scale, head by head against
     /// [`head`] on the same values gathered (and scaled) by hand.
     #[test]
-    fn reads_and_writes_any_axis_order() -> Result<(), ShapeError> {
+    fn reads_and_writes_any_axis_order() -> Result<(), Error> {
         let (b, h, s, t, d, e) = (2, 3, 5, 7, 8, 4);
         let layout = |batch: [usize; 2], rows, cols| Layout {
             batch: batch.into_iter().collect(),
@@ -435,7 +435,12 @@ mod tests {
                 scratch: vec![],
             };
             let mut want = vec![0f32; s * e];
-            head(&mut work, Sizes { s, t, d, e }, &mut want);
+            head(
+                Variant::widest(variants()),
+                &mut work,
+                Sizes { s, t, d, e },
+                &mut want,
+            );
             for (x, want) in want.iter().enumerate() {
                 let got = got[at([b, s, h, e], [bi, x / e, hi, x % e])];
                 assert_eq!(got, *want, "batch {bi} head {hi}");
@@ -447,7 +452,7 @@ mod tests {
     /// Operands that do not fit together are an error, not a panic; no queries, an empty
     /// output.
     #[test]
-    fn refuses_operands_that_do_not_fit() -> Result<(), ShapeError> {
+    fn refuses_operands_that_do_not_fit() -> Result<(), Error> {
         let layout = |rank| Layout {
             batch: vec![0],
             rows: 1,
@@ -455,7 +460,7 @@ mod tests {
             rank,
         };
         let layouts = [layout(3), layout(3), layout(3), layout(3)];
-        let run = |q: &[usize], k: &[usize], v: &[usize]| -> Result<Vec<usize>, ShapeError> {
+        let run = |q: &[usize], k: &[usize], v: &[usize]| -> Result<Vec<usize>, Error> {
             let zeros = |shape: &[usize]| vec![0f32; shape.iter().product()];
             let shape = output_shape(&layouts, [q, k, v])?;
             let mut out = vec![0f32; shape.iter().product()];
