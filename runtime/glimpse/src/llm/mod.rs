@@ -22,8 +22,9 @@ use sampling::Sampler;
 pub const LLM_MANIFEST: &str = "llm.json";
 const DECODER: &str = "decoder_model_merged.onnx";
 const DECODER_Q4: &str = "decoder_model_merged_q4.onnx";
-/// Where the user's text goes in a manifest's chat template.
-const PROMPT_SLOT: &str = "{prompt}";
+/// Where the user's text goes in a manifest's chat templates (`chat_template` and
+/// `image_chat_template`).
+pub(crate) const PROMPT_SLOT: &str = "{prompt}";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -20,11 +20,10 @@ use tract_onnx::prelude::*;
 
 use crate::bundle::{bundle_graph, LoadOptions};
 use crate::error::{Error, Result};
-use crate::llm::{GenerateOptions, Generation, LanguageModel, LLM_MANIFEST};
+use crate::llm::{GenerateOptions, Generation, LanguageModel, LLM_MANIFEST, PROMPT_SLOT};
 
 /// Where the image goes in `image_chat_template`.
 pub const IMAGE_SLOT: &str = "<image>";
-const PROMPT_SLOT: &str = "{prompt}";
 /// The question `describe` asks.
 pub const DESCRIBE_PROMPT: &str = "Describe this image.";
 
