@@ -39,7 +39,7 @@ fn f32_products(c: &mut Criterion) {
     let weight = F32Weight::new(&values(WIDTH * MLP, 1), WIDTH, MLP, false).unwrap();
     let a = values(TOKENS * WIDTH, 2);
     let mut y = vec![0f32; TOKENS * MLP];
-    for v in f32_matmul::variants() {
+    for &v in f32_matmul::variants() {
         group.bench_function(BenchmarkId::from_parameter(format!("{v:?}")), |b| {
             b.iter(|| {
                 weight
@@ -57,7 +57,7 @@ fn int8_products(c: &mut Criterion) {
     let weight = Int8Weight::new(Bytes::I8(&w), WIDTH, MLP, None).unwrap();
     let a = bytes(TOKENS * WIDTH, 4);
     let mut y = vec![0i32; TOKENS * MLP];
-    for v in int8_matmul::variants() {
+    for &v in int8_matmul::variants() {
         group.bench_function(BenchmarkId::from_parameter(format!("{v:?}")), |b| {
             b.iter(|| {
                 let a = black_box(&a);
@@ -80,7 +80,7 @@ fn q4_products(c: &mut Criterion) {
     let weight = Q4Weight::new(n, k, Arc::new((bytes(n * k / 2, 6), scales))).unwrap();
     let x = values(k, 7);
     let mut y = vec![0f32; n];
-    for v in q4_matmul::variants() {
+    for &v in q4_matmul::variants() {
         for q8 in [false, true] {
             let name = format!("{v:?} {}", if q8 { "Q8_0" } else { "f32" });
             group.bench_function(BenchmarkId::from_parameter(name), |b| {
@@ -107,7 +107,7 @@ fn vision_attention(c: &mut Criterion) {
         values(HEADS * TOKENS * 64, 10),
     );
     let mut out = vec![0f32; HEADS * TOKENS * 64];
-    for variant in vision_attention::variants() {
+    for &variant in vision_attention::variants() {
         group.bench_function(BenchmarkId::from_parameter(format!("{variant:?}")), |b| {
             b.iter(|| {
                 let inputs = [
@@ -133,7 +133,7 @@ fn cached_attention_in<T: Stored>(c: &mut Criterion, name: &str, convert: fn(f32
         .collect();
     let queries = values(heads * d, 12);
     let mut out = vec![0f32; heads * d];
-    for v in cached_attention::variants() {
+    for &v in cached_attention::variants() {
         group.bench_function(BenchmarkId::from_parameter(format!("{v:?}")), |b| {
             b.iter(|| {
                 let kv = (&cache[..], &cache[..]);
@@ -164,7 +164,7 @@ fn elementwise(c: &mut Criterion) {
     let mut group = c.benchmark_group("quick_gelu [50, 3072]");
     let x = values(TOKENS * MLP, 13);
     let mut y = x.clone();
-    for v in quick_gelu::variants() {
+    for &v in quick_gelu::variants() {
         group.bench_function(BenchmarkId::from_parameter(format!("{v:?}")), |b| {
             b.iter(|| {
                 y.copy_from_slice(&x);
@@ -176,7 +176,7 @@ fn elementwise(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("dynamic_quantize [50, 3072]");
     let mut q = vec![0u8; x.len()];
-    for v in dynamic_quantize::variants() {
+    for &v in dynamic_quantize::variants() {
         group.bench_function(BenchmarkId::from_parameter(format!("{v:?}")), |b| {
             b.iter(|| dynamic_quantize::quantize_with(v, black_box(&x), 0.02, 128, &mut q).unwrap())
         });
@@ -188,7 +188,7 @@ fn elementwise(c: &mut Criterion) {
         bytes(512, 14).iter().map(|&x| x as i8).collect(),
         bytes(512, 15).iter().map(|&x| x as i8).collect(),
     );
-    for v in int8_dot::variants() {
+    for &v in int8_dot::variants() {
         group.bench_function(BenchmarkId::from_parameter(format!("{v:?}")), |b| {
             b.iter(|| int8_dot::dot_with(v, black_box(&a), black_box(&b8)).unwrap())
         });

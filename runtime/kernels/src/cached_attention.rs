@@ -51,7 +51,7 @@ pub fn attention_with<T: Stored>(
     (past, s, d): (usize, usize, usize),
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let variant = variant.check(&variants())?;
+    let variant = variant.check(variants())?;
     let (width, total) = (heads * d, past + s);
     ensure!(
         kv_heads > 0 && heads.is_multiple_of(kv_heads),
@@ -154,7 +154,7 @@ pub struct Head<'a, T = f32> {
 
 /// The variants this CPU runs: the generic loops, and AVX2 (the same loops compiled for it,
 /// twice as wide as the baseline's SSE2; f16 rows widened in registers with F16C).
-pub fn variants() -> Vec<Variant> {
+pub fn variants() -> &'static [Variant] {
     crate::variants!(Avx2 if || {
         is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")

@@ -45,7 +45,7 @@ pub fn quantize_with(
     zero_point: u8,
     y: &mut [u8],
 ) -> Result<(f32, u8), Error> {
-    match variant.check(&variants())? {
+    match variant.check(variants())? {
         // SAFETY: the CPU has AVX-512F.
         #[cfg(target_arch = "x86_64")]
         Variant::Avx512 => unsafe {
@@ -67,7 +67,7 @@ pub fn quantize_with(
 
 /// The variants this CPU runs: the generic loops, compiled for AVX2 and for AVX-512 too (the
 /// same IEEE operations, so the same results).
-pub fn variants() -> Vec<Variant> {
+pub fn variants() -> &'static [Variant] {
     crate::variants!(
         Avx2 if || is_x86_feature_detected!("avx2"),
         Avx512 if || is_x86_feature_detected!("avx512f"),

@@ -79,7 +79,7 @@ impl F32Weight {
         m: usize,
         y: &mut [f32],
     ) -> Result<(), Error> {
-        let variant = variant.check(&variants())?;
+        let variant = variant.check(variants())?;
         ensure!(
             a.len() == m * self.k && y.len() == m * self.n,
             "f32 product [{m}, {}] × [{}, {}]: {} inputs, {} outputs",
@@ -150,7 +150,7 @@ unsafe fn portable_product(
 }
 
 /// The variants this CPU runs: the generic one, and AVX2 + FMA.
-pub fn variants() -> Vec<Variant> {
+pub fn variants() -> &'static [Variant] {
     crate::variants!(Avx2 if avx2::available)
 }
 

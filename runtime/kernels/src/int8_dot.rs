@@ -15,7 +15,7 @@ pub fn dot(a: &[i8], b: &[i8]) -> i32 {
 
 /// [`dot`] with one of [`variants`].
 pub fn dot_with(variant: Variant, a: &[i8], b: &[i8]) -> Result<i32, Error> {
-    match variant.check(&variants())? {
+    match variant.check(variants())? {
         // SAFETY: the CPU supports AVX2 (a variant this CPU runs).
         #[cfg(target_arch = "x86_64")]
         Variant::Avx2 => Ok(unsafe { crate::x86_64::avx2::int8_dot::dot(a, b) }),
@@ -24,7 +24,7 @@ pub fn dot_with(variant: Variant, a: &[i8], b: &[i8]) -> Result<i32, Error> {
 }
 
 /// The variants this CPU runs: the generic loops, and the same compiled for AVX2.
-pub fn variants() -> Vec<Variant> {
+pub fn variants() -> &'static [Variant] {
     crate::variants!(Avx2 if || is_x86_feature_detected!("avx2"))
 }
 

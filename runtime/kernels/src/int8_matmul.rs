@@ -169,7 +169,7 @@ impl Int8Weight {
         m: usize,
         y: &mut [i32],
     ) -> Result<(), Error> {
-        let variant = variant.check(&variants())?;
+        let variant = variant.check(variants())?;
         ensure!(
             a.len() == m * self.k && y.len() == m * self.n,
             "int8 product [{m}, {}] × [{}, {}]: {} inputs, {} outputs",
@@ -347,7 +347,7 @@ unsafe fn portable_product(
 }
 
 /// The variants this CPU runs: the generic one, AVX2, AVX-512 VNNI.
-pub fn variants() -> Vec<Variant> {
+pub fn variants() -> &'static [Variant] {
     crate::variants!(
         Avx2 if avx2::available,
         Avx512 if avx512::available,

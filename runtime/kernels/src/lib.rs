@@ -65,7 +65,7 @@ impl Variant {
     }
 
     /// The last of `variants` (the widest this CPU runs, as `variants()` lists them).
-    pub(crate) fn widest(variants: Vec<Variant>) -> Variant {
+    pub(crate) fn widest(variants: &[Variant]) -> Variant {
         variants.last().copied().unwrap_or(Variant::Generic)
     }
 
@@ -80,12 +80,16 @@ impl Variant {
 
 /// The body of a kernel's `variants()`: the generic variant, then each x86-64 one (`Avx2 if
 /// test`) whose test passes on this CPU; on other architectures the generic one alone.
+/// Found once, then read: kernels ask on every call (a decode step makes ~170 products).
 macro_rules! variants {
     ($($variant:ident if $has:expr),* $(,)?) => {{
-        #[cfg(target_arch = "x86_64")]
-        return $crate::Variant::available(&[$(($crate::Variant::$variant, $has)),*]);
-        #[cfg(not(target_arch = "x86_64"))]
-        vec![$crate::Variant::Generic]
+        static VARIANTS: std::sync::OnceLock<Vec<$crate::Variant>> = std::sync::OnceLock::new();
+        VARIANTS.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            return $crate::Variant::available(&[$(($crate::Variant::$variant, $has)),*]);
+            #[cfg(not(target_arch = "x86_64"))]
+            vec![$crate::Variant::Generic]
+        })
     }};
 }
 pub(crate) use variants;
@@ -99,9 +103,9 @@ macro_rules! variant_test {
         $(#[$doc])*
         #[test]
         fn $name() {
-            let variants: Vec<$crate::Variant> = $variants;
+            let variants: &[$crate::Variant] = $variants;
             assert_eq!(variants.first(), Some(&$crate::Variant::Generic));
-            for variant in variants {
+            for &variant in variants {
                 let run = std::panic::AssertUnwindSafe(|| ($check)(variant));
                 if let Err(panic) = std::panic::catch_unwind(run) {
                     eprintln!("variant {variant:?} failed");

@@ -126,7 +126,7 @@ impl Q4Weight {
         y: &mut [f32],
         q8: bool,
     ) -> Result<(), Error> {
-        let variant = variant.check(&variants())?;
+        let variant = variant.check(variants())?;
         ensure!(
             x.len() == m * self.k && y.len() == m * self.n,
             "Q4 product [{m}, {}] × [{}, {}]ᵀ: {} inputs, {} outputs",
@@ -199,7 +199,7 @@ impl Rows<'_> {
 }
 
 /// The variants this CPU runs: the generic one, AVX2 + FMA, AVX-512 VNNI (Q8_0 activations).
-pub fn variants() -> Vec<Variant> {
+pub fn variants() -> &'static [Variant] {
     crate::variants!(
         Avx2 if avx2::available,
         Avx512 if avx512::available,

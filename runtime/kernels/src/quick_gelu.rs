@@ -21,7 +21,7 @@ pub fn quick_gelu(alpha: f32, xs: &mut [f32]) {
 
 /// [`quick_gelu`] with one of [`variants`].
 pub fn quick_gelu_with(variant: Variant, alpha: f32, xs: &mut [f32]) -> Result<(), Error> {
-    let variant = variant.check(&variants())?;
+    let variant = variant.check(variants())?;
     let len = xs.len();
     // Whole chunks over the threads, then the rest.
     let (body, tail) = xs.split_at_mut(len - len % CHUNK);
@@ -33,7 +33,7 @@ pub fn quick_gelu_with(variant: Variant, alpha: f32, xs: &mut [f32]) -> Result<(
 }
 
 /// The variants this CPU runs: the generic one, AVX2 + FMA, AVX-512.
-pub fn variants() -> Vec<Variant> {
+pub fn variants() -> &'static [Variant] {
     crate::variants!(
         Avx2 if avx2::vision_attention::available,
         Avx512 if avx512::vision_attention::available,

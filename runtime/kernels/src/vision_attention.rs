@@ -170,7 +170,7 @@ pub fn attention_with(
     inputs: [(&[f32], &[usize]); 3],
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let variant = variant.check(&variants())?;
+    let variant = variant.check(variants())?;
     let (shape, heads, n) = sizes(layouts, inputs.map(|(_, shape)| shape))?;
     for (i, (data, shape)) in inputs.iter().enumerate() {
         ensure!(
@@ -236,7 +236,7 @@ fn head(variant: Variant, work: &mut Work, n: Sizes, out: &mut [f32]) {
 }
 
 /// The variants this CPU runs: the generic one, AVX2 + FMA, AVX-512.
-pub fn variants() -> Vec<Variant> {
+pub fn variants() -> &'static [Variant] {
     crate::variants!(
         Avx2 if avx2::available,
         Avx512 if avx512::available,
