@@ -142,3 +142,44 @@ pub fn test_values(n: usize, seed: u32) -> Vec<f32> {
         .map(|x| x as f32 / 500.0 - 1.0)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Operands that do not fit, and variants this CPU lacks, are errors rather than panics
+    /// or reads out of bounds.
+    #[test]
+    fn refuses_what_does_not_fit() {
+        let w = f32_matmul::F32Weight::new(&[0.0; 6], 2, 3, false).unwrap();
+        assert!(f32_matmul::F32Weight::new(&[0.0; 5], 2, 3, false).is_err());
+        assert!(w.matmul(&[0.0; 3], 1, &mut [0.0; 3]).is_err());
+        assert!(w.matmul(&[0.0; 2], 1, &mut [0.0; 2]).is_err());
+        assert!(w.matmul(&[0.0; 4], 2, &mut [0.0; 6]).is_ok());
+        let q4 = q4_matmul::Q4Weight::new(1, 32, std::sync::Arc::new((vec![0u8; 16], vec![1.0])));
+        assert!(q4
+            .unwrap()
+            .matmul(&[0.0; 31], 1, &mut [0.0; 1], true)
+            .is_err());
+        let mut out = vec![0.0; 8];
+        let attention = cached_attention::attention::<f32>(
+            &[0.0; 8],
+            (&[0.0; 4], &[0.0; 4]),
+            4,
+            (1, 1),
+            1.0,
+            (0, 1, 8),
+            &mut out,
+        );
+        assert!(attention.is_err(), "a cache shorter than one row");
+        for v in [Variant::Generic, Variant::Avx2, Variant::Avx512] {
+            let runs = f32_matmul::variants().contains(&v);
+            let got = w.matmul_with(v, &[0.0; 2], 1, &mut [0.0; 3]);
+            assert_eq!(got.is_ok(), runs, "{v:?}");
+            assert_eq!(
+                int8_dot::dot_with(v, &[1], &[2]).is_ok(),
+                int8_dot::variants().contains(&v)
+            );
+        }
+    }
+}
