@@ -155,11 +155,11 @@ pub struct Head<'a, T = f32> {
 /// The variants this CPU runs: the generic loops, and AVX2 (the same loops compiled for it,
 /// twice as wide as the baseline's SSE2; f16 rows widened in registers with F16C).
 pub fn variants() -> &'static [Variant] {
-    crate::variants!(Avx2 if || {
+    crate::variants!(x86_64: [Avx2 if || {
         is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
-    })
+    }])
 }
 
 /// One query against the head's first `scores.len()` keys: softmax of the scaled dot

@@ -68,10 +68,10 @@ pub fn quantize_with(
 /// The variants this CPU runs: the generic loops, compiled for AVX2 and for AVX-512 too (the
 /// same IEEE operations, so the same results).
 pub fn variants() -> &'static [Variant] {
-    crate::variants!(
+    crate::variants!(x86_64: [
         Avx2 if || is_x86_feature_detected!("avx2"),
         Avx512 if || is_x86_feature_detected!("avx512f"),
-    )
+    ])
 }
 
 /// [`parameters`], in lanes the compiler vectorises.

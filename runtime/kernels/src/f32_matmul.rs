@@ -151,7 +151,7 @@ unsafe fn portable_product(
 
 /// The variants this CPU runs: the generic one, and AVX2 + FMA.
 pub fn variants() -> &'static [Variant] {
-    crate::variants!(Avx2 if avx2::available)
+    crate::variants!(x86_64: [Avx2 if avx2::available])
 }
 
 /// Whether Glimpse's product replaces tract's on this CPU: AVX2 and FMA without AVX-512

@@ -25,7 +25,7 @@ pub fn dot_with(variant: Variant, a: &[i8], b: &[i8]) -> Result<i32, Error> {
 
 /// The variants this CPU runs: the generic loops, and the same compiled for AVX2.
 pub fn variants() -> &'static [Variant] {
-    crate::variants!(Avx2 if || is_x86_feature_detected!("avx2"))
+    crate::variants!(x86_64: [Avx2 if || is_x86_feature_detected!("avx2")])
 }
 
 /// [`dot`]'s loops, for the compiler to vectorise.

@@ -348,10 +348,10 @@ unsafe fn portable_product(
 
 /// The variants this CPU runs: the generic one, AVX2, AVX-512 VNNI.
 pub fn variants() -> &'static [Variant] {
-    crate::variants!(
+    crate::variants!(x86_64: [
         Avx2 if avx2::available,
         Avx512 if avx512::available,
-    )
+    ])
 }
 
 /// Whether this CPU runs a kernel rather than [`portable_product`].

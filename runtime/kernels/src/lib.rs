@@ -28,6 +28,8 @@ pub mod q4_matmul;
 pub mod quick_gelu;
 pub mod vision_attention;
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
@@ -50,14 +52,15 @@ pub enum Variant {
     Avx2,
     /// x86-64 AVX-512 (F, and BW / VNNI where the kernel says).
     Avx512,
+    /// aarch64 NEON (Advanced SIMD, in every ARMv8-A core: Cortex-A53 on).
+    Neon,
+    /// aarch64 NEON with the int8 dot product (FEAT_DotProd, `SDOT`: Cortex-A55/A76 on,
+    /// Apple A13 on).
+    NeonDot,
 }
 
 impl Variant {
     /// The variants in `candidates` whose test says this CPU runs them, the generic one first.
-    #[cfg_attr(
-        not(target_arch = "x86_64"),
-        allow(dead_code, reason = "x86 variants only, yet")
-    )]
     pub(crate) fn available(candidates: &[(Variant, CpuHas)]) -> Vec<Variant> {
         let mut out = vec![Variant::Generic];
         out.extend(candidates.iter().filter(|(_, has)| has()).map(|(v, _)| *v));
@@ -78,17 +81,19 @@ impl Variant {
     }
 }
 
-/// The body of a kernel's `variants()`: the generic variant, then each x86-64 one (`Avx2 if
-/// test`) whose test passes on this CPU; on other architectures the generic one alone.
-/// Found once, then read: kernels ask on every call (a decode step makes ~170 products).
+/// The body of a kernel's `variants()`: the generic variant, then each variant of this
+/// architecture (`x86_64: [Avx2 if test, …]`, `aarch64: [Neon if test, …]`, narrowest first)
+/// whose test passes on this CPU. Found once, then read: kernels ask on every call (a decode
+/// step makes ~170 products).
 macro_rules! variants {
-    ($($variant:ident if $has:expr),* $(,)?) => {{
+    ($(x86_64: [$($x:ident if $x_has:expr),* $(,)?])? $(,)? $(aarch64: [$($a:ident if $a_has:expr),* $(,)?])? $(,)?) => {{
         static VARIANTS: std::sync::OnceLock<Vec<$crate::Variant>> = std::sync::OnceLock::new();
         VARIANTS.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            return $crate::Variant::available(&[$(($crate::Variant::$variant, $has)),*]);
-            #[cfg(not(target_arch = "x86_64"))]
-            vec![$crate::Variant::Generic]
+            let candidates: &[(_, $crate::CpuHas)] = &[
+                $($(#[cfg(target_arch = "x86_64")] ($crate::Variant::$x, $x_has),)*)?
+                $($(#[cfg(target_arch = "aarch64")] ($crate::Variant::$a, $a_has),)*)?
+            ];
+            $crate::Variant::available(candidates)
         })
     }};
 }
@@ -172,7 +177,13 @@ mod tests {
             &mut out,
         );
         assert!(attention.is_err(), "a cache shorter than one row");
-        for v in [Variant::Generic, Variant::Avx2, Variant::Avx512] {
+        for v in [
+            Variant::Generic,
+            Variant::Avx2,
+            Variant::Avx512,
+            Variant::Neon,
+            Variant::NeonDot,
+        ] {
             let runs = f32_matmul::variants().contains(&v);
             let got = w.matmul_with(v, &[0.0; 2], 1, &mut [0.0; 3]);
             assert_eq!(got.is_ok(), runs, "{v:?}");

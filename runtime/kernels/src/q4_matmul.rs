@@ -14,6 +14,8 @@
 
 use std::sync::Arc;
 
+#[cfg(target_arch = "aarch64")]
+use crate::aarch64::{dotprod, dotprod::q4_matmul as dot4, neon::q4_matmul as neon};
 use crate::parallel::par_rows;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use crate::x86_64::prefetch_ahead;
@@ -26,13 +28,32 @@ pub const BLOCK: usize = 32;
 
 /// A `[n, k]` weight in Q4_0 blocks, as ONNX's `MatMulNBits` stores them: block `b` of row
 /// `r` is bytes `16 (r k / 32 + b)..` of `packed`, byte `j` holding element `2j` in its low
-/// nibble and `2j + 1` in its high one; one f32 scale a block. Both are the graph's own
-/// constants ([`Q4Blocks`]), shared rather than copied, so a model's weights are in memory once.
+/// nibble and `2j + 1` in its high one; one f32 scale a block. Kept where the graph keeps them
+/// ([`Q4Blocks`]), shared rather than copied, so a model's weights are in memory once; or,
+/// where this CPU's kernel wants it (the int8 dot product on aarch64), re-laid once at load
+/// into four interleaved rows ([`Layout::Interleaved`]) and the graph's copy let go.
 #[derive(Debug)]
 pub struct Q4Weight {
     n: usize,
     k: usize,
-    blocks: Arc<dyn Q4Blocks>,
+    storage: Storage,
+}
+
+/// How a [`Q4Weight`]'s blocks lie in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Row after row, as `MatMulNBits` stores them.
+    Rows,
+    /// Rows in groups of four, each block's four rows in 64 bytes (see [`Interleaved`]): one
+    /// `SDOT` by element multiplies four rows by four activations (llama.cpp's `Q4_0_4x4`
+    /// repacking for ARM works alike).
+    Interleaved,
+}
+
+#[derive(Debug)]
+enum Storage {
+    Rows(Arc<dyn Q4Blocks>),
+    Interleaved(Interleaved),
 }
 
 /// Where a [`Q4Weight`]'s bytes are: codes (`n · k / 2` bytes) and scales (`n · k / 32`).
@@ -52,15 +73,69 @@ impl Q4Blocks for (Vec<u8>, Vec<f32>) {
     }
 }
 
-impl PartialEq for Q4Weight {
-    fn eq(&self, other: &Self) -> bool {
-        (self.n, self.k) == (other.n, other.k)
-            && self.blocks.codes() == other.blocks.codes()
-            && self.blocks.scales() == other.blocks.scales()
+/// Four rows' blocks interleaved: entry `g · per_row + b` of `codes` holds block `b` of rows
+/// `4g..4g + 4`, its byte `16t + 4r + j` being byte `4t + j` of row `4g + r`'s block; `scales`
+/// the same four rows' scales.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Interleaved {
+    pub(crate) codes: Vec<[u8; 64]>,
+    pub(crate) scales: Vec<[f32; 4]>,
+    pub(crate) per_row: usize,
+}
+
+impl Interleaved {
+    fn new(w: Rows<'_>, n: usize) -> Self {
+        let per_row = w.per_row;
+        let mut codes = vec![[0u8; 64]; n / 4 * per_row];
+        let mut scales = vec![[0f32; 4]; n / 4 * per_row];
+        for (i, (c, s)) in codes.iter_mut().zip(&mut scales).enumerate() {
+            let (g, b) = (i / per_row, i % per_row);
+            for r in 0..4 {
+                let block = (4 * g + r) * per_row + b;
+                for t in 0..4 {
+                    c[16 * t + 4 * r..][..4].copy_from_slice(&w.codes[block][4 * t..][..4]);
+                }
+                s[r] = w.scales[block];
+            }
+        }
+        Interleaved {
+            codes,
+            scales,
+            per_row,
+        }
+    }
+
+    /// Rows `first..first + rows` in row layout (the generic kernels' input).
+    fn rows(&self, first: usize, rows: usize) -> (Vec<[u8; 16]>, Vec<f32>) {
+        let per_row = self.per_row;
+        let mut codes = vec![[0u8; 16]; rows * per_row];
+        let mut scales = vec![0f32; rows * per_row];
+        for (i, (c, s)) in codes.iter_mut().zip(&mut scales).enumerate() {
+            let (r, b) = (first + i / per_row, i % per_row);
+            let entry = (r / 4) * per_row + b;
+            for t in 0..4 {
+                c[4 * t..][..4].copy_from_slice(&self.codes[entry][16 * t + 4 * (r % 4)..][..4]);
+            }
+            *s = self.scales[entry][r % 4];
+        }
+        (codes, scales)
     }
 }
 
-/// A [`Q4Weight`]'s blocks and scales, `per_row` blocks a row.
+impl PartialEq for Q4Weight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.n, self.k) == (other.n, other.k)
+            && match (&self.storage, &other.storage) {
+                (Storage::Rows(a), Storage::Rows(b)) => {
+                    a.codes() == b.codes() && a.scales() == b.scales()
+                }
+                (Storage::Interleaved(a), Storage::Interleaved(b)) => a == b,
+                _ => false,
+            }
+    }
+}
+
+/// A [`Q4Weight`]'s blocks and scales in row layout, `per_row` blocks a row.
 #[derive(Clone, Copy)]
 pub(crate) struct Rows<'a> {
     codes: &'a [[u8; 16]],
@@ -70,15 +145,38 @@ pub(crate) struct Rows<'a> {
 
 impl Q4Weight {
     /// From `MatMulNBits`' packed `u8` weight (`n · k / 2` bytes) and its `f32` scales
-    /// (`n · k / 32`).
+    /// (`n · k / 32`), in the layout this CPU's kernel wants.
     pub fn new(n: usize, k: usize, blocks: Arc<dyn Q4Blocks>) -> Result<Self, Error> {
+        let layout = match Variant::widest(variants()) == Variant::NeonDot && n % 4 == 0 {
+            true => Layout::Interleaved,
+            false => Layout::Rows,
+        };
+        Self::with_layout(n, k, blocks, layout)
+    }
+
+    /// [`Self::new`] in a given layout ([`Layout::Interleaved`] needs `n` a multiple of 4).
+    pub fn with_layout(
+        n: usize,
+        k: usize,
+        blocks: Arc<dyn Q4Blocks>,
+        layout: Layout,
+    ) -> Result<Self, Error> {
         ensure!(
             k.is_multiple_of(BLOCK),
             "Q4 weight: k = {k} is not a multiple of {BLOCK}"
         );
-        let weight = Q4Weight { n, k, blocks };
-        weight.rows()?;
-        Ok(weight)
+        let rows = rows_of(n, k, &*blocks)?;
+        let storage = match layout {
+            Layout::Rows => Storage::Rows(blocks.clone()),
+            Layout::Interleaved => {
+                ensure!(
+                    n.is_multiple_of(4),
+                    "Q4 weight: {n} rows do not interleave in fours"
+                );
+                Storage::Interleaved(Interleaved::new(rows, n))
+            }
+        };
+        Ok(Q4Weight { n, k, storage })
     }
 
     /// The product's rows (the output's columns).
@@ -91,21 +189,12 @@ impl Q4Weight {
         self.k
     }
 
-    /// The blocks and scales, borrowed from their storage, their lengths checked.
-    fn rows(&self) -> Result<Rows<'_>, Error> {
-        let (n, k) = (self.n, self.k);
-        let (packed, scales) = (self.blocks.codes(), self.blocks.scales());
-        ensure!(
-            packed.len() == n * k / 2 && scales.len() == n * k / BLOCK,
-            "Q4 weight [{n}, {k}]: {} bytes of codes and {} scales",
-            packed.len(),
-            scales.len()
-        );
-        Ok(Rows {
-            codes: packed.as_chunks().0,
-            scales,
-            per_row: k / BLOCK,
-        })
+    /// How the blocks lie.
+    pub fn layout(&self) -> Layout {
+        match self.storage {
+            Storage::Rows(_) => Layout::Rows,
+            Storage::Interleaved(_) => Layout::Interleaved,
+        }
     }
 
     /// `y[m][r] = Σ_k x[m][k] · w[r][k]` for `x` of `m` rows of `k`; `y` is `[m, n]`.
@@ -113,11 +202,19 @@ impl Q4Weight {
     /// `x ≈ q · d`, `d = max|x| / 127`) and the blocks multiplied in integers: ONNX's
     /// `MatMulNBits accuracy_level = 4`, and what llama.cpp does for Q4_0.
     pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32], q8: bool) -> Result<(), Error> {
-        self.matmul_with(Variant::widest(variants()), x, m, y, q8)
+        let variant = match self.layout() {
+            Layout::Interleaved => Variant::NeonDot,
+            Layout::Rows => *variants()
+                .iter()
+                .rfind(|&&v| v != Variant::NeonDot)
+                .unwrap_or(&Variant::Generic),
+        };
+        self.matmul_with(variant, x, m, y, q8)
     }
 
     /// [`Self::matmul`] with one of [`variants`] (AVX-512's f32-activation product is
-    /// AVX2's: only its Q8_0 product is its own).
+    /// AVX2's: only its Q8_0 product is its own). The generic variant takes either layout;
+    /// `NeonDot` takes [`Layout::Interleaved`], the others [`Layout::Rows`].
     pub fn matmul_with(
         &self,
         variant: Variant,
@@ -136,48 +233,126 @@ impl Q4Weight {
             x.len(),
             y.len()
         );
-        let w = self.rows()?;
-        if q8 {
-            let blocks = Q8Blocks::quantize(x);
-            #[cfg(target_arch = "x86_64")]
-            if variant == Variant::Avx512 {
-                let groups = avx512::Q8Groups::new(&blocks, m, self.k);
-                let rows: Vec<_> = (0..m).map(|i| groups.row(i)).collect();
-                return self.split(m, y, |first, out| {
-                    rows_with::<avx512::Vnni>(w, first, &rows, out)
-                });
-            }
-            let rows: Vec<Q8Row> = (0..m).map(|i| blocks.row(i, self.k)).collect();
-            self.split(m, y, |first, out| w.rows_q8(variant, first, &rows, out))
-        } else {
-            let x = nibble_ordered(x);
-            let rows: Vec<&[f32]> = x.chunks_exact(self.k).collect();
-            self.split(m, y, |first, out| w.rows_f32(variant, first, &rows, out))
+        let interleaved = match &self.storage {
+            Storage::Interleaved(w) => Some(w),
+            Storage::Rows(_) => None,
+        };
+        ensure!(
+            variant == Variant::Generic || (variant == Variant::NeonDot) == interleaved.is_some(),
+            "the {variant:?} Q4 product does not take a weight laid out as {:?}",
+            self.layout()
+        );
+        let q8_blocks = q8.then(|| Q8Blocks::quantize(x));
+        #[cfg(target_arch = "aarch64")]
+        if let (Variant::NeonDot, Some(w)) = (variant, interleaved) {
+            return Ok(match &q8_blocks {
+                Some(blocks) => {
+                    let rows: Vec<Q8Row> = (0..m).map(|i| blocks.row(i, self.k)).collect();
+                    self.split(m, 4, y, |first, out| dot4::rows_q8(w, first, &rows, out))
+                }
+                None => {
+                    let x = nibble_ordered(x);
+                    let rows: Vec<&[f32]> = x.chunks_exact(self.k).collect();
+                    self.split(m, 4, y, |first, out| dot4::rows_f32(w, first, &rows, out))
+                }
+            });
         }
+        // Row layout from here (the generic variant reads an interleaved weight's rows back).
+        let with_rows =
+            |first: usize, out: &mut [f32], run: &dyn Fn(Rows, usize, &mut [f32])| match (
+                &self.storage,
+                interleaved,
+            ) {
+                (_, Some(w)) => {
+                    let (codes, scales) = w.rows(first, out.len() / m);
+                    let per_row = w.per_row;
+                    run(
+                        Rows {
+                            codes: &codes,
+                            scales: &scales,
+                            per_row,
+                        },
+                        0,
+                        out,
+                    )
+                }
+                (Storage::Rows(blocks), None) => {
+                    let w = rows_of(self.n, self.k, &**blocks).expect("checked at load");
+                    run(w, first, out)
+                }
+                (Storage::Interleaved(_), None) => unreachable!("an interleaved weight"),
+            };
+        match q8_blocks {
+            Some(blocks) => {
+                #[cfg(target_arch = "x86_64")]
+                if let (Variant::Avx512, Storage::Rows(b)) = (variant, &self.storage) {
+                    let w = rows_of(self.n, self.k, &**b)?;
+                    let groups = avx512::Q8Groups::new(&blocks, m, self.k);
+                    let rows: Vec<_> = (0..m).map(|i| groups.row(i)).collect();
+                    self.split(m, 1, y, |first, out| {
+                        rows_with::<avx512::Vnni>(w, first, &rows, out)
+                    });
+                    return Ok(());
+                }
+                let rows: Vec<Q8Row> = (0..m).map(|i| blocks.row(i, self.k)).collect();
+                self.split(m, 1, y, |first, out| {
+                    with_rows(first, out, &|w, first, out| {
+                        w.rows_q8(variant, first, &rows, out)
+                    })
+                })
+            }
+            None => {
+                let x = nibble_ordered(x);
+                let rows: Vec<&[f32]> = x.chunks_exact(self.k).collect();
+                self.split(m, 1, y, |first, out| {
+                    with_rows(first, out, &|w, first, out| {
+                        w.rows_f32(variant, first, &rows, out)
+                    })
+                })
+            }
+        }
+        Ok(())
     }
 
-    /// Weight rows split over the graph's threads, `rows(first, out)` filling `[rows, m]`.
+    /// Weight rows split over the graph's threads in groups of `group` rows, `rows(first,
+    /// out)` filling `out` (`[rows, m]`) from weight row `first` on.
     fn split(
         &self,
         m: usize,
+        group: usize,
         y: &mut [f32],
         rows: impl Fn(usize, &mut [f32]) + Sync,
-    ) -> Result<(), Error> {
+    ) {
         let cost = self.n * self.k * m;
         if m == 1 {
-            par_rows(y, 1, cost, rows);
-            return Ok(());
+            par_rows(y, group, cost, |g, out| rows(g * group, out));
+            return;
         }
         // Computed as `[n, m]`, then transposed.
         let mut t = vec![0f32; self.n * m];
-        par_rows(&mut t, m, cost, rows);
+        par_rows(&mut t, group * m, cost, |g, out| rows(g * group, out));
         for (r, col) in t.chunks_exact(m).enumerate() {
             for (i, v) in col.iter().enumerate() {
                 y[i * self.n + r] = *v;
             }
         }
-        Ok(())
     }
+}
+
+/// `blocks` as rows of a `[n, k]` weight, their lengths checked.
+fn rows_of(n: usize, k: usize, blocks: &dyn Q4Blocks) -> Result<Rows<'_>, Error> {
+    let (packed, scales) = (blocks.codes(), blocks.scales());
+    ensure!(
+        packed.len() == n * k / 2 && scales.len() == n * k / BLOCK,
+        "Q4 weight [{n}, {k}]: {} bytes of codes and {} scales",
+        packed.len(),
+        scales.len()
+    );
+    Ok(Rows {
+        codes: packed.as_chunks().0,
+        scales,
+        per_row: k / BLOCK,
+    })
 }
 
 impl Rows<'_> {
@@ -185,6 +360,8 @@ impl Rows<'_> {
         match variant {
             #[cfg(target_arch = "x86_64")]
             Variant::Avx2 | Variant::Avx512 => rows_with::<avx2::Avx2>(self, first, x, out),
+            #[cfg(target_arch = "aarch64")]
+            Variant::Neon => rows_with::<neon::Neon>(self, first, x, out),
             _ => rows_with::<Portable>(self, first, x, out),
         }
     }
@@ -193,16 +370,25 @@ impl Rows<'_> {
         match variant {
             #[cfg(target_arch = "x86_64")]
             Variant::Avx2 | Variant::Avx512 => rows_with::<avx2::Avx2Q8>(self, first, x, out),
+            #[cfg(target_arch = "aarch64")]
+            Variant::Neon => rows_with::<neon::NeonQ8>(self, first, x, out),
             _ => rows_with::<PortableQ8>(self, first, x, out),
         }
     }
 }
 
-/// The variants this CPU runs: the generic one, AVX2 + FMA, AVX-512 VNNI (Q8_0 activations).
+/// The variants this CPU runs: the generic one, AVX2 + FMA, AVX-512 VNNI (Q8_0
+/// activations); NEON, NEON with the int8 dot product (on interleaved weights).
 pub fn variants() -> &'static [Variant] {
     crate::variants!(
-        Avx2 if avx2::available,
-        Avx512 if avx512::available,
+        x86_64: [
+            Avx2 if avx2::available,
+            Avx512 if avx512::available,
+        ],
+        aarch64: [
+            Neon if || true,
+            NeonDot if dotprod::available,
+        ],
     )
 }
 
@@ -228,6 +414,9 @@ pub(crate) fn nibble_ordered(x: &[f32]) -> Vec<f32> {
 pub(crate) struct Q8Blocks {
     pub(crate) codes: Vec<[i8; BLOCK]>,
     pub(crate) scales: Vec<f32>,
+    /// Minus 8 times each block's sum of codes: what a product with the weight's codes
+    /// as stored (`0..16`, not less 8) is off by.
+    pub(crate) biases: Vec<i32>,
 }
 
 /// One activation row of [`Q8Blocks`].
@@ -235,13 +424,14 @@ pub(crate) struct Q8Blocks {
 pub(crate) struct Q8Row<'a> {
     pub(crate) codes: &'a [[i8; BLOCK]],
     pub(crate) scales: &'a [f32],
+    pub(crate) biases: &'a [i32],
 }
 
 impl Q8Blocks {
     /// llama.cpp's `quantize_row_q8_0` rounding (`round(x / d)`, half away from zero), with
     /// the scale kept in f32.
     pub(crate) fn quantize(x: &[f32]) -> Self {
-        let (codes, scales) = x
+        let (codes, scales): (Vec<[i8; BLOCK]>, Vec<f32>) = x
             .chunks_exact(BLOCK)
             .map(|b| {
                 let d = b.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
@@ -252,14 +442,23 @@ impl Q8Blocks {
                 )
             })
             .unzip();
-        Q8Blocks { codes, scales }
+        let biases = codes
+            .iter()
+            .map(|c| -8 * c.iter().map(|&v| v as i32).sum::<i32>())
+            .collect();
+        Q8Blocks {
+            codes,
+            scales,
+            biases,
+        }
     }
 
     pub(crate) fn row(&self, i: usize, k: usize) -> Q8Row<'_> {
         let span = i * k / BLOCK..(i + 1) * k / BLOCK;
         Q8Row {
             codes: &self.codes[span.clone()],
-            scales: &self.scales[span],
+            scales: &self.scales[span.clone()],
+            biases: &self.biases[span],
         }
     }
 }
@@ -368,12 +567,20 @@ mod tests {
                     .wrapping_add(1442695040888963407);
                 (seed >> 33) as u32
             };
-            for (n, k) in [(37, 96), (5, 128), (9, 288), (3, 416)] {
+            for (n, k) in [(37, 96), (5, 128), (36, 288), (8, 416), (4, 32)] {
                 let codes: Vec<u8> = (0..n * k).map(|_| (next() % 16) as u8).collect();
                 let scales: Vec<f32> = (0..n * k / 32)
                     .map(|_| (next() % 1000) as f32 / 4096.0)
                     .collect();
-                let w = weight_of(n, k, &codes, &scales);
+                let layouts = match n % 4 {
+                    0 => vec![Layout::Rows, Layout::Interleaved],
+                    _ => vec![Layout::Rows],
+                };
+                let takes = |layout| match variant {
+                    Variant::Generic => true,
+                    Variant::NeonDot => layout == Layout::Interleaved,
+                    _ => layout == Layout::Rows,
+                };
                 let weight = |r: usize, c: usize| {
                     (codes[r * k + c] as f64 - 8.0) * scales[r * k / 32 + c / 32] as f64
                 };
@@ -387,9 +594,18 @@ mod tests {
                     let rounded: Vec<f32> = (0..m * k)
                         .map(|i| q8.codes[i / 32][position(i % 32)] as f32 * q8.scales[i / 32])
                         .collect();
-                    for (activations, reference) in [(false, &x), (true, &rounded)] {
+                    for (layout, (activations, reference)) in layouts
+                        .iter()
+                        .flat_map(|&l| [(l, (false, &x)), (l, (true, &rounded))])
+                    {
+                        let w = weight_of(n, k, &codes, &scales, layout);
                         let mut y = vec![0f32; m * n];
-                        w.matmul_with(variant, &x, m, &mut y, activations).unwrap();
+                        let run = w.matmul_with(variant, &x, m, &mut y, activations);
+                        if !takes(layout) {
+                            assert!(run.is_err(), "{variant:?} on {layout:?}");
+                            continue;
+                        }
+                        run.unwrap();
                         for i in 0..m {
                             for r in 0..n {
                                 let want: f64 = (0..k)
@@ -398,7 +614,7 @@ mod tests {
                                 let got = y[i * n + r];
                                 assert!(
                                     (got as f64 - want).abs() < 1e-5,
-                                    "q8 {activations}, [{n}, {k}], m {m} [{i}, {r}]: {got} vs {want}"
+                                    "q8 {activations} {layout:?}, [{n}, {k}], m {m} [{i}, {r}]: {got} vs {want}"
                                 );
                             }
                         }
@@ -409,9 +625,9 @@ mod tests {
     );
 
     /// A weight from codes `0..16`, row-major `[n, k]`, packed as `MatMulNBits` packs them.
-    fn weight_of(n: usize, k: usize, codes: &[u8], scales: &[f32]) -> Q4Weight {
+    fn weight_of(n: usize, k: usize, codes: &[u8], scales: &[f32], layout: Layout) -> Q4Weight {
         let packed: Vec<u8> = codes.chunks_exact(2).map(|c| c[0] | (c[1] << 4)).collect();
-        Q4Weight::new(n, k, Arc::new((packed, scales.to_vec()))).unwrap()
+        Q4Weight::with_layout(n, k, Arc::new((packed, scales.to_vec())), layout).unwrap()
     }
 
     /// Where element `e` of a block lands in nibble order: the inverse of [`nibble`].

@@ -34,10 +34,10 @@ pub fn quick_gelu_with(variant: Variant, alpha: f32, xs: &mut [f32]) -> Result<(
 
 /// The variants this CPU runs: the generic one, AVX2 + FMA, AVX-512.
 pub fn variants() -> &'static [Variant] {
-    crate::variants!(
+    crate::variants!(x86_64: [
         Avx2 if avx2::vision_attention::available,
         Avx512 if avx512::vision_attention::available,
-    )
+    ])
 }
 
 /// `x ← x · sigmoid(α x)` over `xs`; `variant` is one this CPU runs.

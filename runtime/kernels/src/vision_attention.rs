@@ -237,10 +237,10 @@ fn head(variant: Variant, work: &mut Work, n: Sizes, out: &mut [f32]) {
 
 /// The variants this CPU runs: the generic one, AVX2 + FMA, AVX-512.
 pub fn variants() -> &'static [Variant] {
-    crate::variants!(
+    crate::variants!(x86_64: [
         Avx2 if avx2::available,
         Avx512 if avx512::available,
-    )
+    ])
 }
 
 /// A head's gathered queries and values, and its keys packed for a kernel: panels of `lanes`
