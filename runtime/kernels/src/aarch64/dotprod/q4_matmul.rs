@@ -3,7 +3,7 @@
 //! rows is eight `SDOT`s, and the four rows' sums land in one vector, ready to store. The codes
 //! stay unsigned (`0..16`); each activation block's bias (`-8 Σ x`) starts its sum instead.
 
-use super::sdot;
+use super::sdot_lane as sdot;
 use crate::aarch64::neon::q4_matmul::{block_f32, widen};
 use crate::q4_matmul::{Interleaved, Q8Row};
 use std::arch::aarch64::*;
