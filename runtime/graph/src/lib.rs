@@ -21,7 +21,7 @@ pub use graph::{
 };
 pub use onnx::onnx;
 pub use ops::kv_cache::{keep_in_graph, layer_bytes, truncate_layer};
-pub use passes::Target;
+pub use passes::{last_row_of_first_output, Target};
 pub use pool::{prepare, Pool};
 pub use tract_onnx::prelude::TypedSimpleState;
 

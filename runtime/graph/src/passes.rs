@@ -42,6 +42,7 @@ use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
 use crate::ops::f32_matmul::{self, F32MatMul};
 use crate::ops::int8_matmul::Int8MatMul;
+use crate::ops::q4_matmul::Q4MatMul;
 use crate::ops::quick_gelu::QuickGelu;
 use crate::ops::vision_attention::{FusedAttention, Layout};
 
@@ -164,6 +165,50 @@ pub(crate) fn slice_constant_gathers(model: &mut TypedModel) -> TractResult<usiz
         sliced += 1;
     }
     Ok(sliced)
+}
+
+/// For a decoder whose caller reads only the last row of its first output (the logits of the
+/// last token): slices the output product's input `[batch, tokens, k]` to its last token, so a
+/// prompt's other rows skip the vocabulary-wide product (llama.cpp asks for the last row's
+/// logits alone alike). The output becomes `[batch, 1, vocab]`. Where the output is not a
+/// product whose token axis the slice can cross (a [`Q4MatMul`], or an einsum that keeps that
+/// axis as its first input's row), nothing changes; returns how many it sliced.
+pub fn last_row_of_first_output(model: &mut TypedModel) -> TractResult<usize> {
+    let Some(&outlet) = model.outputs.first() else {
+        return Ok(0);
+    };
+    let node = &model.nodes()[outlet.node];
+    let Some(&input) = node.inputs.first() else {
+        return Ok(0);
+    };
+    let fact = model.outlet_fact(input)?;
+    if fact.rank() != 3 || model.outlet_fact(outlet)?.rank() != 3 {
+        return Ok(0);
+    }
+    let crosses = node.op_is::<Q4MatMul>()
+        || node.op_as::<EinSum>().is_some_and(|op| {
+            let axis = op.axes.axis((InOut::Out(0), 1));
+            axis.is_ok_and(|a| {
+                a.inputs.first().is_some_and(|i| i.as_slice() == [1])
+                    && a.inputs.iter().skip(1).all(|i| i.is_empty())
+            })
+        });
+    if !crosses {
+        return Ok(0);
+    }
+    let tokens = fact.shape[1].clone();
+    let mut patch = TypedModelPatch::new("last row of the first output");
+    let mut inputs = patch.taps(model, &node.inputs)?;
+    let slice = Slice {
+        axis: 1,
+        start: tokens.clone() - 1,
+        end: tokens,
+    };
+    inputs[0] = patch.wire_node(format!("{}.last_row", node.name), slice, &inputs[..1])?[0];
+    let y = patch.wire_node(&node.name, node.op.clone(), &inputs)?[0];
+    patch.shunt_outside(model, outlet, y)?;
+    patch.apply(model)?;
+    Ok(1)
 }
 
 /// Folds `Mul(Cast(product, f32), scale)` after each [`Int8MatMul`] into it, where the

@@ -16,6 +16,8 @@
 
 use std::ops::Range;
 
+#[cfg(target_arch = "aarch64")]
+use crate::aarch64::dotprod::{self, int8_matmul as dot4};
 use crate::parallel::par_columns;
 #[cfg(target_arch = "x86_64")]
 use crate::x86_64::{avx2::int8_matmul as avx2, avx512::int8_matmul as avx512};
@@ -179,17 +181,21 @@ impl Int8Weight {
             a.len(),
             y.len()
         );
-        // Rows padded to `kp`, `i8` shifted to `u8`: a copy only when either is needed.
-        let (a, a0) = if signed || self.kp != self.k {
-            let flip = if signed { 0x80 } else { 0 };
+        // Rows padded to `kp` and shifted to what the kernel multiplies (`u8`; `i8` for
+        // `SDOT`), the zero point with them: a copy only when either is needed.
+        let want_signed = variant == Variant::NeonDot;
+        let (a, a0) = if signed != want_signed || self.kp != self.k {
+            let flip = if signed != want_signed { 0x80 } else { 0 };
             let mut padded = vec![0u8; m * self.kp];
             for (to, from) in padded.chunks_exact_mut(self.kp).zip(a.chunks_exact(self.k)) {
                 to.iter_mut().zip(from).for_each(|(t, f)| *t = f ^ flip);
             }
-            (
-                std::borrow::Cow::Owned(padded),
-                a0 + if signed { 128 } else { 0 },
-            )
+            let shift = match (signed, want_signed) {
+                (true, false) => 128,
+                (false, true) => -128,
+                _ => 0,
+            };
+            (std::borrow::Cow::Owned(padded), a0 + shift)
         } else {
             (std::borrow::Cow::Borrowed(a), a0)
         };
@@ -202,9 +208,16 @@ impl Int8Weight {
             })
             .collect();
         let weight_zero = self.zero.iter().any(|&z| z != 0);
+        let value = |v: u8| {
+            if want_signed {
+                v as i8 as i32
+            } else {
+                v as i32
+            }
+        };
         let row_sums: Vec<i32> = match weight_zero {
             true => (a.chunks_exact(self.kp))
-                .map(|row| row.iter().map(|&v| v as i32).sum())
+                .map(|row| row.iter().map(|&v| value(v)).sum())
                 .collect(),
             false => Vec::new(),
         };
@@ -273,7 +286,11 @@ impl Int8Weight {
         let columns = panels.start * PANEL..(panels.end * PANEL).min(self.n);
         // SAFETY: as the caller promised.
         unsafe {
-            portable_product(self, a, rows, panels, out);
+            match variant {
+                #[cfg(target_arch = "aarch64")]
+                Variant::NeonDot => dot4::product(self, a, rows, panels, out),
+                _ => portable_product(self, a, rows, panels, out),
+            }
             finish.apply(self.n, rows, columns, out);
         }
     }
@@ -346,12 +363,15 @@ unsafe fn portable_product(
     }
 }
 
-/// The variants this CPU runs: the generic one, AVX2, AVX-512 VNNI.
+/// The variants this CPU runs: the generic one, AVX2, AVX-512 VNNI; `SDOT` on aarch64.
 pub fn variants() -> &'static [Variant] {
-    crate::variants!(x86_64: [
-        Avx2 if avx2::available,
-        Avx512 if avx512::available,
-    ])
+    crate::variants!(
+        x86_64: [
+            Avx2 if avx2::available,
+            Avx512 if avx512::available,
+        ],
+        aarch64: [NeonDot if dotprod::available],
+    )
 }
 
 /// Whether this CPU runs a kernel rather than [`portable_product`].

@@ -415,7 +415,8 @@ pub(crate) struct Q8Blocks {
     pub(crate) codes: Vec<[i8; BLOCK]>,
     pub(crate) scales: Vec<f32>,
     /// Minus 8 times each block's sum of codes: what a product with the weight's codes
-    /// as stored (`0..16`, not less 8) is off by.
+    /// as stored (`0..16`, not less 8) is off by (the SDOT kernel starts from it).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     pub(crate) biases: Vec<i32>,
 }
 
@@ -424,6 +425,7 @@ pub(crate) struct Q8Blocks {
 pub(crate) struct Q8Row<'a> {
     pub(crate) codes: &'a [[i8; BLOCK]],
     pub(crate) scales: &'a [f32],
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     pub(crate) biases: &'a [i32],
 }
 

@@ -16,7 +16,7 @@ use crate::bundle::KvCache;
 use crate::error::{Error, Result};
 use glimpse_graph::GraphSpec;
 use glimpse_graph::Pool;
-use glimpse_graph::{keep_in_graph, layer_bytes, truncate_layer};
+use glimpse_graph::{keep_in_graph, last_row_of_first_output, layer_bytes, truncate_layer};
 use glimpse_graph::{Dim, Graph, GraphFile, Target, ONNX_FLOAT, ONNX_INT64};
 
 const IDS: &str = "input_ids";
@@ -194,9 +194,14 @@ impl Decoder {
                 &facts,
                 &outputs,
                 target,
-                |model| match kv_cache {
-                    KvCache::InGraph => keep_in_graph(model, shape.context, half),
-                    KvCache::Passed => Ok(0),
+                |model| {
+                    // `forward` reads the last token's logits alone.
+                    let sliced = last_row_of_first_output(model)?;
+                    Ok(sliced
+                        + match kv_cache {
+                            KvCache::InGraph => keep_in_graph(model, shape.context, half)?,
+                            KvCache::Passed => 0,
+                        })
                 },
             )?
             .with_pool(pool.clone());
@@ -291,9 +296,10 @@ impl Decoder {
         let view = logits
             .to_plain_array_view::<f32>()
             .map_err(|e| self.bad_output(format!("logits are not f32: {e:#}")))?;
+        // Every token's row, or the last one's alone (`last_row_of_first_output`).
         match view.shape() {
-            [1, rows, _] if *rows == n => Ok(view
-                .index_axis(tract_ndarray::Axis(1), n - 1)
+            [1, rows, _] if *rows == n || *rows == 1 => Ok(view
+                .index_axis(tract_ndarray::Axis(1), rows - 1)
                 .iter()
                 .copied()
                 .collect()),

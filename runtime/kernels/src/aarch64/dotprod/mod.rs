@@ -3,6 +3,7 @@
 //! instruction; everything around it is NEON intrinsics.
 
 pub(crate) mod int8_dot;
+pub(crate) mod int8_matmul;
 pub(crate) mod q4_matmul;
 
 use std::arch::aarch64::{int32x4_t, int8x16_t, uint8x16_t};
