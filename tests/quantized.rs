@@ -4,7 +4,8 @@
 //! `quantize_dynamic` ViT computes what the ONNX operators' exact integer arithmetic computes
 //! (tract's int8 kernels on ARM, f32 products on x86-64 without AVX2: runtime/graph/src/onnx.rs;
 //! Glimpse's packed int8 product with AVX2 or AVX-512 VNNI: runtime/kernels/src/int8_matmul.rs), with
-//! the weights at full range or within ±64 (`reduce_range`).
+//! the weights at full range or within ±64 (`reduce_range`), and with ONNX Runtime's default
+//! operator types (the patch embedding a `ConvInteger`).
 
 use glimpse::{ClipModel, LoadOptions, Precision};
 use glimpse_tests::{copy_bundle, fixtures, min_cosine, Reference};
@@ -83,6 +84,17 @@ fn dynamic_int8_matches_onnx_runtime() {
 #[test]
 fn reduced_range_dynamic_int8_matches_onnx_runtime() {
     assert!(cosine_to_reference("dynamic_reduced") >= 0.9999);
+}
+
+/// `quantize_dynamic` with its default operator types, as users call it (and
+/// `tools/quantize.py`): the patch embedding too becomes int8, a `ConvInteger`, which Glimpse
+/// cuts into patches for its own int8 product (runtime/graph/src/onnx.rs).
+#[test]
+fn default_op_types_dynamic_int8_with_conv_integer_matches_onnx_runtime() {
+    let graph = fixtures().join("clip-vit-tiny/onnx/vision_model_dynamic_default.onnx");
+    let bytes = std::fs::read(graph).unwrap();
+    assert!(bytes.windows(11).any(|w| w == b"ConvInteger"));
+    assert!(cosine_to_reference("dynamic_default") >= 0.9999);
 }
 
 /// One image at a time on two threads (the run's workers spinning between its int8 products,

@@ -288,10 +288,11 @@ def static_qdq(bundle, name, per_channel, weights_only):
     print(f"{out}: cosine to fp32 {cos:.5f}", file=sys.stderr)
 
 
-def dynamic_int8(bundle, name="dynamic", reduce_range=False):
-    """`onnx/vision_model_<name>.onnx`: ONNX Runtime `quantize_dynamic` as tools/quantize.py makes
-    it (int8 weights, MatMulInteger on activations quantised at run time; with `reduce_range`
-    the weights within ±64, as `--reduce-range` makes them), and in
+def dynamic_int8(bundle, name="dynamic", reduce_range=False, op_types=("MatMul", "Gemm", "Gather")):
+    """`onnx/vision_model_<name>.onnx`: ONNX Runtime `quantize_dynamic` (int8 weights,
+    MatMulInteger on activations quantised at run time; with `reduce_range` the weights within
+    ±64, as `--reduce-range` makes them; `op_types=None` is ORT's default, Conv included, as
+    tools/quantize.py and users' own calls make it: the patch embedding a ConvInteger), and in
     `reference_<name>.json` its outputs from onnx's reference evaluator: the ONNX operators'
     exact integer arithmetic in NumPy. (ONNX Runtime's own AVX2 u8×s8 kernel differs from that:
     cosine ~0.9999, as far as from the fp32 model; its outputs are kept beside for comparison.)"""
@@ -301,8 +302,8 @@ def dynamic_int8(bundle, name="dynamic", reduce_range=False):
 
     src = bundle / "onnx" / "vision_model.onnx"
     out = bundle / "onnx" / f"vision_model_{name}.onnx"
-    quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm", "Gather"],
-                     reduce_range=reduce_range)
+    quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=list(op_types) if op_types else None, reduce_range=reduce_range)
     pixels = np.load(bundle / "reference_pixels.npy")
     m = onnx.load(str(out))
     for o in m.opset_import:  # the evaluator has DequantizeLinear from opset 19; same semantics here
@@ -448,6 +449,7 @@ def main():
         static_qdq(args.out / "clip-vit-tiny", "qdq_static", per_channel=False, weights_only=False)
         dynamic_int8(args.out / "clip-vit-tiny")
         dynamic_int8(args.out / "clip-vit-tiny", "dynamic_reduced", reduce_range=True)
+        dynamic_int8(args.out / "clip-vit-tiny", "dynamic_default", op_types=None)
         rn_bundle(args.out / "clip-rn-tiny", tok_dir, images)
     else:
         if not (tok_dir / "tokenizer.json").exists():

@@ -7,8 +7,9 @@ pick them up).
   python tools/quantize.py DIR --reduce-range                  # dynamic int8, 7-bit weights
   python tools/quantize.py DIR --qdq per-tensor|per-channel    # static QDQ, calibrated on noise
 
-Dynamic int8 is what transformers.js ships: weights int8 (MatMulInteger), activations
-quantised at run time. `--reduce-range` keeps the weights within ±64 (ORT's `reduce_range`):
+Dynamic int8 is what transformers.js ships: weights int8 (MatMulInteger; ConvInteger for a
+ViT's patch embedding, with ONNX Runtime's default operator types, which this keeps unless
+`--op-types` narrows them), activations quantised at run time. `--reduce-range` keeps the weights within ±64 (ORT's `reduce_range`):
 on x86-64 with AVX2 but not VNNI, ORT's and Glimpse's byte products are then exact, and
 Glimpse's faster; speed and accuracy: BENCHMARKS.md. QDQ files exist for tests: per-channel
 QDQ is the form tract 0.23 reads wrongly (per-tensor), which Glimpse must handle.
@@ -66,6 +67,9 @@ def main():
     ap.add_argument("--qdq", choices=["per-tensor", "per-channel"], help="static QDQ instead of dynamic int8")
     ap.add_argument("--reduce-range", action="store_true", help="dynamic int8 with weights within ±64 (7 bits)")
     ap.add_argument("--suffix", default="_quantized", help="output name suffix (default: _quantized)")
+    ap.add_argument("--op-types", nargs="+", metavar="OP",
+                    help="dynamic int8 of these operator types only (default: ONNX Runtime's own default, "
+                         "Conv included, as users' quantize_dynamic calls make them)")
     args = ap.parse_args()
     for g in graphs(args.bundle):
         out = g.with_name(g.stem + args.suffix + ".onnx")
@@ -74,7 +78,7 @@ def main():
                             per_channel=args.qdq == "per-channel", weight_type=QuantType.QInt8,
                             activation_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm", "Conv"])
         else:
-            quantize_dynamic(str(g), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm", "Gather"],
+            quantize_dynamic(str(g), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=args.op_types,
                              reduce_range=args.reduce_range)
         print(f"{out}: {out.stat().st_size / 1e6:.1f} MB (from {g.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
 

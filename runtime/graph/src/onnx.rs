@@ -13,6 +13,12 @@
 //! kernels run (AVX-512 VNNI or AVX2: [`crate::pool::int8_products_packed`]), a constant weight
 //! goes to [`crate::ops::int8_matmul`]'s packed int8 product instead.
 //!
+//! `ConvInteger` as `quantize_dynamic`'s default operator types write a ViT's patch embedding
+//! (kernel = stride, no padding, one group, a constant weight): the image cut into patches by
+//! reshapes and moves, then the same packed product, where Glimpse's kernels run. tract's own
+//! im2col + int8 product took 68% of a ViT-B/32 image on AVX2 (BENCHMARKS.md). Other
+//! convolutions go to tract's own.
+//!
 //! `DynamicQuantizeLinear`: [`crate::ops::dynamic_quantize`]'s, in vectorised passes.
 //!
 //! `MatMulNBits` (com.microsoft) with 4-bit symmetric blocks of 32, the form llama.cpp's
@@ -56,6 +62,7 @@ fn register(reg: &mut OnnxOpRegister) {
         reg.insert("MatMulInteger", mat_mul_integer_in_f32);
     } else if crate::pool::int8_products_packed() {
         reg.insert("MatMulInteger", mat_mul_integer_packed);
+        reg.insert("ConvInteger", conv_integer_packed);
     }
 }
 
@@ -179,6 +186,158 @@ fn mat_mul_integer_packed(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     Ok((expand(IntegerProduct::of(node, true)), vec![]))
+}
+
+fn conv_integer_packed(
+    ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    match PatchConvInteger::of(ctx, node)? {
+        Some(op) => Ok((expand(op), vec![])),
+        None => tract_own("ConvInteger", ctx, node),
+    }
+}
+
+/// ONNX `ConvInteger` (`i32` out) that cuts its input into patches: a `[ph, pw]` kernel moved
+/// by its own size, no padding or dilation, one group, the weight (and its zero point) the
+/// graph's initializers. `[n, c, h, w] ⊛ [m, c, ph, pw]` is the product of the patches
+/// `[n, (h / ph)(w / pw), c·ph·pw]` by the weight as `[c·ph·pw, m]`, moved back to
+/// `[n, m, h / ph, w / pw]`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct PatchConvInteger {
+    patch: [usize; 2],
+    /// Input index of the input's zero point (one value), if present.
+    x_zero_point: Option<usize>,
+    /// Input index of the weight's zero point (one, or one per output channel), if present.
+    w_zero_point: Option<usize>,
+}
+
+impl PatchConvInteger {
+    /// The op, if `node` is such a convolution.
+    fn of(ctx: &ParsingContext, node: &NodeProto) -> TractResult<Option<Self>> {
+        let kernel: Option<TVec<usize>> = node.get_attr_opt_tvec("kernel_shape")?;
+        let Some(kernel) = kernel.filter(|k| k.len() == 2) else {
+            return Ok(None);
+        };
+        let ones =
+            |v: Option<TVec<usize>>, one: usize| v.is_none_or(|v| v.iter().all(|&d| d == one));
+        let strides: Option<TVec<usize>> = node.get_attr_opt_tvec("strides")?;
+        let auto_pad: Option<&str> = node.get_attr_opt("auto_pad")?;
+        let fits = strides.as_deref() == Some(&kernel[..])
+            && ones(node.get_attr_opt_tvec("dilations")?, 1)
+            && ones(node.get_attr_opt_tvec("pads")?, 0)
+            && node.get_attr_opt::<i64>("group")?.is_none_or(|g| g == 1)
+            && auto_pad.is_none_or(|a| a == "NOTSET" || a == "VALID");
+        let mut options = tract_onnx::model::optional_inputs(node).skip(2);
+        let (x_zero_point, w_zero_point) = (options.next().flatten(), options.next().flatten());
+        let initializer = |i: usize| {
+            let graph = ctx.model.graph.as_ref();
+            graph.is_some_and(|g| g.initializer.iter().any(|t| t.name == node.input[i]))
+        };
+        let constant = initializer(1) && w_zero_point.is_none_or(initializer);
+        Ok((fits && constant).then_some(PatchConvInteger {
+            patch: [kernel[0], kernel[1]],
+            x_zero_point,
+            w_zero_point,
+        }))
+    }
+}
+
+impl Expansion for PatchConvInteger {
+    fn name(&self) -> StaticName {
+        "ConvInteger".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        let arity = 2 + self.x_zero_point.is_some() as usize + self.w_zero_point.is_some() as usize;
+        check_input_arity(inputs, arity)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, i32::datum_type())?;
+        s.equals(&inputs[0].rank, 4)?;
+        s.equals(&outputs[0].rank, 4)?;
+        let [ph, pw] = self.patch.map(|p| p as u64);
+        s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, x, w| {
+            let y: TVec<TDim> = tvec![
+                x[0].clone(),
+                w[0].clone(),
+                x[2].clone() / ph,
+                x[3].clone() / pw
+            ];
+            s.equals(&outputs[0].shape, y)
+        })
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let konst = |i: usize| -> TractResult<Arc<Tensor>> {
+            (model.outlet_fact(inputs[i])?.konst.clone())
+                .with_context(|| format!("{prefix}: ConvInteger input {i} is not a constant"))
+        };
+        let w = konst(1)?;
+        let w_zero = self.w_zero_point.map(konst).transpose()?;
+        let x = model.outlet_fact(inputs[0])?.shape.to_tvec();
+        let [ph, pw] = self.patch;
+        let (c, h, wd) = (x[1].to_usize()?, x[2].to_usize()?, x[3].to_usize()?);
+        let m = w.shape()[0];
+        ensure!(
+            w.shape() == [m, c, ph, pw] && h.is_multiple_of(ph) && wd.is_multiple_of(pw),
+            "{prefix}: ConvInteger of a {:?} weight over a [{c}, {h}, {wd}] input",
+            w.shape()
+        );
+        let (ho, wo, k) = (h / ph, wd / pw, c * ph * pw);
+        // The weight as the product's [k, m].
+        let wt = w
+            .as_ref()
+            .clone()
+            .into_shape(&[m, k])?
+            .permute_axes(&[1, 0])?;
+        let weight = int8_matmul::weight(&wt, w_zero.as_deref())?;
+        let d = |v: &[usize]| v.iter().map(|&v| v.to_dim()).collect::<TVec<_>>();
+        // [n, c, h, w] → [n, c, ho, ph, wo, pw] → [n, ho, wo, c, ph, pw] → [n, ho·wo, k].
+        let mut y = inputs[0];
+        for (name, op) in [
+            ("rows", AxisOp::Reshape(2, d(&[h]), d(&[ho, ph]))),
+            ("columns", AxisOp::Reshape(4, d(&[wd]), d(&[wo, pw]))),
+            ("rows_first", AxisOp::Move(2, 1)),
+            ("columns_next", AxisOp::Move(4, 2)),
+            (
+                "patches",
+                AxisOp::Reshape(1, d(&[ho, wo, c, ph, pw]), d(&[ho * wo, k])),
+            ),
+        ] {
+            y = model.wire_node(format!("{prefix}.{name}"), op, &[y])?[0];
+        }
+        let mut wired = tvec![y];
+        if let Some(i) = self.x_zero_point {
+            ensure!(
+                model.outlet_fact(inputs[i])?.shape.volume() == 1.to_dim(),
+                "{prefix}: ConvInteger's input zero point is not one value"
+            );
+            wired.push(inputs[i]);
+        }
+        let op = Int8MatMul {
+            weight: Arc::new(weight),
+            zero_point: wired.len() == 2,
+            scaled: false,
+        };
+        // [n, ho·wo, m] → [n, ho, wo, m] → [n, m, ho, wo].
+        let y = model.wire_node(format!("{prefix}.product"), op, &wired)?;
+        let y = model.wire_node(
+            format!("{prefix}.grid"),
+            AxisOp::Reshape(1, d(&[ho * wo]), d(&[ho, wo])),
+            &y,
+        )?;
+        model.wire_node(prefix, AxisOp::Move(3, 1), &y)
+    }
 }
 
 /// ONNX `MatMulInteger` (`i32` out): with `packed`, [`Int8MatMul`] where the weight is a
