@@ -132,10 +132,17 @@ struct Args {
     /// Threads an image batch is split over.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Time one tower only (`image` or `text`); both by default. Instruction counts under
+    /// qemu (benches/arm) take one tower's work by the difference of two `--iters`.
+    #[arg(long, value_parser = ["image", "text"])]
+    only: Option<String>,
 }
 
-/// Median milliseconds of `iters` calls of `f`, after one warm-up call.
+/// Median milliseconds of `iters` calls of `f`, after one warm-up call (none, and NaN, for 0).
 fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
+    if iters == 0 {
+        return f64::NAN;
+    }
     f();
     let mut ms: Vec<f64> = (0..iters)
         .map(|_| {
@@ -363,7 +370,9 @@ fn speed(a: Args) -> glimpse::Result<()> {
     let pixels: Vec<f32> = (0..n)
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
         .collect();
-    let image_ms = median_ms(a.iters, || {
+    let image_iters = if a.only.as_deref() == Some("text") { 0 } else { a.iters };
+    let text_iters = if a.only.as_deref() == Some("image") { 0 } else { a.iters };
+    let image_ms = median_ms(image_iters, || {
         model.embed_pixels(&pixels).unwrap();
     });
     // A query of exactly `tokens` ids: start, (tokens - 2) × "a", end.
@@ -373,7 +382,7 @@ fn speed(a: Args) -> glimpse::Result<()> {
         vec![49407],
     ]
     .concat();
-    let text_ms = median_ms(a.iters, || {
+    let text_ms = median_ms(text_iters, || {
         model
             .text()
             .unwrap()

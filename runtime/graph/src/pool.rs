@@ -25,9 +25,10 @@ pub(crate) fn int8_products_in_f32() -> bool {
 }
 
 /// Whether Glimpse runs int8 matrix products with constant weights in its own packed kernel
-/// ([`crate::ops::int8_matmul`]): on x86-64 with AVX-512 VNNI or AVX2, the ones written.
+/// ([`crate::ops::int8_matmul`]): on x86-64 with AVX-512 VNNI or AVX2, and on aarch64 with the
+/// dot product (`SDOT`); elsewhere tract's (on a Cortex-A53, its SMLAL kernel).
 pub(crate) fn int8_products_packed() -> bool {
-    cfg!(target_arch = "x86_64") && glimpse_kernels::int8_matmul::kernel_available()
+    glimpse_kernels::int8_matmul::kernel_available()
 }
 
 fn native_isa() -> isa::IsaSet {
