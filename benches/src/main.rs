@@ -136,6 +136,9 @@ struct Args {
     /// qemu (benches/arm) take one tower's work by the difference of two `--iters`.
     #[arg(long, value_parser = ["image", "text"])]
     only: Option<String>,
+    /// Float precision: `f32`, `auto` (f16 where the CPU has f16 arithmetic) or `f16`.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "auto", "f16"])]
+    precision: String,
 }
 
 /// Median milliseconds of `iters` calls of `f`, after one warm-up call (none, and NaN, for 0).
@@ -359,6 +362,11 @@ fn speed(a: Args) -> glimpse::Result<()> {
     let opts = LoadOptions {
         quantized: a.quantized,
         threads: a.threads,
+        precision: match a.precision.as_str() {
+            "auto" => glimpse::Precision::Auto,
+            "f16" => glimpse::Precision::F16,
+            _ => glimpse::Precision::F32,
+        },
         ..LoadOptions::default()
     };
     let t = Instant::now();
@@ -370,8 +378,16 @@ fn speed(a: Args) -> glimpse::Result<()> {
     let pixels: Vec<f32> = (0..n)
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
         .collect();
-    let image_iters = if a.only.as_deref() == Some("text") { 0 } else { a.iters };
-    let text_iters = if a.only.as_deref() == Some("image") { 0 } else { a.iters };
+    let image_iters = if a.only.as_deref() == Some("text") {
+        0
+    } else {
+        a.iters
+    };
+    let text_iters = if a.only.as_deref() == Some("image") {
+        0
+    } else {
+        a.iters
+    };
     let image_ms = median_ms(image_iters, || {
         model.embed_pixels(&pixels).unwrap();
     });
@@ -392,6 +408,7 @@ fn speed(a: Args) -> glimpse::Result<()> {
     println!(
         "{}",
         json!({"load_ms": load_ms, "image_ms_per_call": image_ms, "batch": a.batch,
+               "precision": format!("{:?}", model.precision()),
                "text_ms": text_ms, "tokens": a.tokens})
     );
     Ok(())

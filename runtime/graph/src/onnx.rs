@@ -51,8 +51,20 @@ pub fn onnx() -> tract_onnx::Onnx {
     onnx
 }
 
+/// Whether `GLIMPSE_RAW_TRACT=1` is set: graphs are then read with tract's own operators
+/// (but `Flatten`, without which tract cannot read HF's text towers) and none of Glimpse's
+/// passes run, so that benchmarks measure plain tract on the same file, through the same
+/// code around the graph ("raw tract" in BENCHMARKS.md). Read once.
+pub(crate) fn raw_tract() -> bool {
+    static RAW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *RAW.get_or_init(|| std::env::var("GLIMPSE_RAW_TRACT").is_ok_and(|v| v == "1"))
+}
+
 fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Flatten", flatten);
+    if raw_tract() {
+        return;
+    }
     reg.insert("MatMulNBits", mat_mul_nbits);
     reg.insert("GroupQueryAttention", group_query_attention);
     reg.insert("DynamicQuantizeLinear", |_, _| {

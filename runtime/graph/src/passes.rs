@@ -103,10 +103,28 @@ pub(crate) const PASSES: [Pass; 5] = [
 /// Runs each of `passes` that `target` wants; returns how many changes they made.
 pub(crate) fn run(passes: &[Pass], model: &mut TypedModel, target: &Target) -> TractResult<usize> {
     let mut changes = 0;
-    for pass in passes.iter().filter(|p| (p.wanted)(target)) {
+    for pass in passes
+        .iter()
+        .filter(|p| (p.wanted)(target) && !skipped(p.name))
+    {
         changes += (pass.run)(model).with_context(|| format!("pass {}", pass.name))?;
     }
     Ok(changes)
+}
+
+/// Whether the environment's `GLIMPSE_SKIP_PASSES` (pass names, comma-separated; `all`)
+/// names this pass, or `GLIMPSE_RAW_TRACT` ([`crate::onnx::raw_tract`]) skips them all:
+/// benchmarks measure a pass's effect in one binary. Read once.
+fn skipped(name: &str) -> bool {
+    if crate::onnx::raw_tract() {
+        return true;
+    }
+    static SKIP: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let skip = SKIP.get_or_init(|| {
+        let names = std::env::var("GLIMPSE_SKIP_PASSES").unwrap_or_default();
+        names.split(',').map(|n| n.trim().to_owned()).collect()
+    });
+    skip.iter().any(|s| s == name || s == "all")
 }
 
 /// Folds the row axes of every quantised product into one; returns how many it rewrote.

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 #[cfg(target_arch = "aarch64")]
 use crate::aarch64::{dotprod, dotprod::q4_matmul as dot4, neon::q4_matmul as neon};
+#[cfg(target_arch = "aarch64")]
+use crate::parallel::par_columns;
 use crate::parallel::par_rows;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use crate::x86_64::prefetch_ahead;
@@ -147,7 +149,7 @@ impl Q4Weight {
     /// From `MatMulNBits`' packed `u8` weight (`n · k / 2` bytes) and its `f32` scales
     /// (`n · k / 32`), in the layout this CPU's kernel wants.
     pub fn new(n: usize, k: usize, blocks: Arc<dyn Q4Blocks>) -> Result<Self, Error> {
-        let layout = match Variant::widest(variants()) == Variant::NeonDot && n % 4 == 0 {
+        let layout = match Variant::widest(variants()) == Variant::NeonDot && n.is_multiple_of(4) {
             true => Layout::Interleaved,
             false => Layout::Rows,
         };
@@ -248,7 +250,13 @@ impl Q4Weight {
             return Ok(match &q8_blocks {
                 Some(blocks) => {
                     let rows: Vec<Q8Row> = (0..m).map(|i| blocks.row(i, self.k)).collect();
-                    self.split(m, 4, y, |first, out| dot4::rows_q8(w, first, &rows, out))
+                    let fours = dot4::q8_fours(&rows, w.per_row);
+                    let (n, cost) = (self.n, self.n * self.k * m);
+                    par_columns(y, n / 4, cost, |groups, y| {
+                        // SAFETY: `y` is `[m, n]` (checked above), each task writes its own
+                        // groups' columns; the variant runs only where the CPU has SDOT.
+                        unsafe { dot4::rows_q8(w, groups, &rows, &fours, y, n) }
+                    })
                 }
                 None => {
                     let x = nibble_ordered(x);
@@ -557,7 +565,7 @@ mod tests {
 
     crate::variant_test!(
         /// Each variant against the plain definition, in f64, for shapes that take every path:
-        /// one row, four rows and a remainder; rows of whole groups of four blocks and of one
+        /// one row, two, four, four and a remainder, two fours and one; rows of whole groups of four blocks and of one
         /// to three blocks more; f32 and Q8_0 activations.
         matches_dequantized_product,
         variants(),
@@ -586,7 +594,7 @@ mod tests {
                 let weight = |r: usize, c: usize| {
                     (codes[r * k + c] as f64 - 8.0) * scales[r * k / 32 + c / 32] as f64
                 };
-                for m in [1, 4, 7] {
+                for m in [1, 2, 4, 7, 9] {
                     let x: Vec<f32> = (0..m * k)
                         .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
                         .collect();

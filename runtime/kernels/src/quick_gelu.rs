@@ -5,6 +5,8 @@
 //! elements/s (6 ms of ViT-L/14@336's `[577, 4096]`; 137 ms an image, more than its
 //! attention's softmax had been). `glimpse-graph`'s `fuse_quick_gelu` pass finds the three.
 
+#[cfg(target_arch = "aarch64")]
+use crate::aarch64::neon;
 use crate::parallel::par_rows;
 #[cfg(target_arch = "x86_64")]
 use crate::x86_64::{avx2, avx512};
@@ -32,12 +34,15 @@ pub fn quick_gelu_with(variant: Variant, alpha: f32, xs: &mut [f32]) -> Result<(
     Ok(())
 }
 
-/// The variants this CPU runs: the generic one, AVX2 + FMA, AVX-512.
+/// The variants this CPU runs: the generic one, AVX2 + FMA, AVX-512; NEON.
 pub fn variants() -> &'static [Variant] {
-    crate::variants!(x86_64: [
-        Avx2 if avx2::vision_attention::available,
-        Avx512 if avx512::vision_attention::available,
-    ])
+    crate::variants!(
+        x86_64: [
+            Avx2 if avx2::vision_attention::available,
+            Avx512 if avx512::vision_attention::available,
+        ],
+        aarch64: [Neon if || true],
+    )
 }
 
 /// `x ← x · sigmoid(α x)` over `xs`; `variant` is one this CPU runs.
@@ -49,6 +54,9 @@ fn apply(variant: Variant, alpha: f32, xs: &mut [f32]) {
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         Variant::Avx2 => unsafe { avx2::quick_gelu::apply(alpha, xs) },
+        // SAFETY: NEON is in every aarch64 CPU.
+        #[cfg(target_arch = "aarch64")]
+        Variant::Neon => unsafe { neon::quick_gelu::apply(alpha, xs) },
         _ => portable(alpha, xs),
     }
 }

@@ -12,6 +12,8 @@
 //! Operands may come in any axis order (the products' einsum axes say which is which): the
 //! op reads them through strides, one head at a time, and writes the output's order.
 
+#[cfg(target_arch = "aarch64")]
+use crate::aarch64::neon::vision_attention as neon;
 use crate::parallel::par_rows;
 #[cfg(target_arch = "x86_64")]
 use crate::x86_64::{avx2::vision_attention as avx2, avx512::vision_attention as avx512};
@@ -231,16 +233,21 @@ fn head(variant: Variant, work: &mut Work, n: Sizes, out: &mut [f32]) {
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         Variant::Avx2 => unsafe { avx2::head(work, n, out) },
+        #[cfg(target_arch = "aarch64")]
+        Variant::Neon => neon::head(work, n, out),
         _ => portable_head(work, n, out),
     }
 }
 
-/// The variants this CPU runs: the generic one, AVX2 + FMA, AVX-512.
+/// The variants this CPU runs: the generic one, AVX2 + FMA, AVX-512; NEON.
 pub fn variants() -> &'static [Variant] {
-    crate::variants!(x86_64: [
-        Avx2 if avx2::available,
-        Avx512 if avx512::available,
-    ])
+    crate::variants!(
+        x86_64: [
+            Avx2 if avx2::available,
+            Avx512 if avx512::available,
+        ],
+        aarch64: [Neon if || true],
+    )
 }
 
 /// A head's gathered queries and values, and its keys packed for a kernel: panels of `lanes`

@@ -189,21 +189,15 @@ impl Decoder {
             one_row_products: true,
         };
         let decoder_graph = file
-            .build_with(
-                "decoder",
-                &facts,
-                &outputs,
-                target,
-                |model| {
-                    // `forward` reads the last token's logits alone.
-                    let sliced = last_row_of_first_output(model)?;
-                    Ok(sliced
-                        + match kv_cache {
-                            KvCache::InGraph => keep_in_graph(model, shape.context, half)?,
-                            KvCache::Passed => 0,
-                        })
-                },
-            )?
+            .build_with("decoder", &facts, &outputs, target, |model| {
+                // `forward` reads the last token's logits alone.
+                let sliced = last_row_of_first_output(model)?;
+                Ok(sliced
+                    + match kv_cache {
+                        KvCache::InGraph => keep_in_graph(model, shape.context, half)?,
+                        KvCache::Passed => 0,
+                    })
+            })?
             .with_pool(pool.clone());
         let in_graph = decoder_graph.holds_cache();
         // Where each graph input comes from: the facts are embeddings, positions, then the

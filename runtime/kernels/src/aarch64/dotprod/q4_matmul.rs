@@ -2,22 +2,187 @@
 //! instruction multiplies four weight rows by the same four activations, so a block of four
 //! rows is eight `SDOT`s, and the four rows' sums land in one vector, ready to store. The codes
 //! stay unsigned (`0..16`); each activation block's bias (`-8 Σ x`) starts its sum instead.
+//!
+//! Q8_0 activations go four rows at a time, their blocks re-laid so that one block of the four
+//! rows (codes, scales, biases) is one run of memory ([`Q8Four`]): three loads a block for the
+//! four rows. The sums go straight into the `[m, n]` output, four weight rows a store.
 
 use super::sdot_lane as sdot;
 use crate::aarch64::neon::q4_matmul::{block_f32, widen};
-use crate::q4_matmul::{Interleaved, Q8Row};
+use crate::q4_matmul::{Interleaved, Q8Row, BLOCK};
 use std::arch::aarch64::*;
+use std::ops::Range;
 
-/// Weight rows `first..` (a multiple of four) into `out` (`[rows, m]`), Q8_0 activations.
-pub(crate) fn rows_q8(w: &Interleaved, first: usize, x: &[Q8Row], out: &mut [f32]) {
-    // SAFETY: the dot-product variant is only picked where the CPU has it.
-    unsafe { groups(w, first, x, out, group_q8::<4>, group_q8::<1>) }
+/// Block `b` of four activation rows: their codes (32 a row), scales and biases, together.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+pub(crate) struct Q8Four {
+    codes: [[i8; BLOCK]; 4],
+    scales: [f32; 4],
+    biases: [i32; 4],
+}
+
+/// `x`'s rows in fours ([`Q8Four`]), `per_row` blocks each; the rows past the last four left
+/// out (they go one by one).
+pub(crate) fn q8_fours(x: &[Q8Row], per_row: usize) -> Vec<Q8Four> {
+    x.chunks_exact(4)
+        .flat_map(|rows| {
+            (0..per_row).map(move |b| Q8Four {
+                codes: std::array::from_fn(|r| rows[r].codes[b]),
+                scales: std::array::from_fn(|r| rows[r].scales[b]),
+                biases: std::array::from_fn(|r| rows[r].biases[b]),
+            })
+        })
+        .collect()
+}
+
+/// The weight's row groups `groups` (four rows each) against every activation row `x` (`fours`
+/// being [`q8_fours`] of them), into `y`, the `[m, n]` output (row stride `n`).
+///
+/// # Safety
+/// `y` points to `x.len() · n` floats, this call the only one writing columns `4 · groups`;
+/// the CPU has the dot product.
+pub(crate) unsafe fn rows_q8(
+    w: &Interleaved,
+    groups: Range<usize>,
+    x: &[Q8Row],
+    fours: &[Q8Four],
+    y: *mut f32,
+    n: usize,
+) {
+    // SAFETY: as the caller promised.
+    unsafe { groups_q8(w, groups, x, fours, y, n) }
+}
+
+#[target_feature(enable = "dotprod")]
+unsafe fn groups_q8(
+    w: &Interleaved,
+    groups: Range<usize>,
+    x: &[Q8Row],
+    fours: &[Q8Four],
+    y: *mut f32,
+    n: usize,
+) {
+    let (m, per_row) = (x.len(), w.per_row);
+    let whole = m / 4;
+    // Checked once here, so that the loops read each row's blocks unchecked.
+    assert!(groups.end * per_row <= w.codes.len().min(w.scales.len()) && 4 * groups.end <= n);
+    assert!(fours.len() == whole * per_row);
+    assert!(x.iter().all(|x| {
+        x.codes.len() >= per_row && x.scales.len() >= per_row && x.biases.len() >= per_row
+    }));
+    for g in groups {
+        let codes = &w.codes[g * per_row..][..per_row];
+        let scales = &w.scales[g * per_row..][..per_row];
+        for t in 0..whole {
+            // SAFETY: `per_row` blocks from `t · per_row` (asserted).
+            let sums = unsafe { four_q8(codes, scales, fours.as_ptr().add(t * per_row)) };
+            for (j, sums) in sums.into_iter().enumerate() {
+                // SAFETY: row `4t + j < m`, columns `4g..4g + 4` (this call's) of `n`.
+                unsafe { vst1q_f32(y.add((4 * t + j) * n + 4 * g), sums) };
+            }
+        }
+        for (i, x) in x.iter().enumerate().skip(4 * whole) {
+            // SAFETY: as above; `x` has `per_row` blocks (asserted).
+            unsafe { vst1q_f32(y.add(i * n + 4 * g), one_q8(codes, scales, x)) };
+        }
+    }
+}
+
+/// Four weight rows' `codes` and `scales` against four activation rows (`per_row` blocks of
+/// [`Q8Four`] at `x`): for each activation row, the four weight rows' sums.
+#[inline]
+#[target_feature(enable = "dotprod")]
+unsafe fn four_q8(codes: &[[u8; 64]], scales: &[[f32; 4]], x: *const Q8Four) -> [float32x4_t; 4] {
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let mask = vdupq_n_u8(15);
+    for (b, (c, d)) in codes.iter().zip(scales).enumerate() {
+        // SAFETY: 64 bytes from a [u8; 64], 4 floats from a [f32; 4]; block `b` of the
+        // caller's `per_row` at `x`: 128 bytes of codes, then 4 scales and 4 biases.
+        let (c, d, xc, dx, bias) = unsafe {
+            let x = x.add(b);
+            let p = (*x).codes.as_ptr().cast::<i8>();
+            (
+                vld1q_u8_x4(c.as_ptr()),
+                vld1q_f32(d.as_ptr()),
+                [vld1q_s8_x4(p), vld1q_s8_x4(p.add(64))],
+                vld1q_f32((*x).scales.as_ptr()),
+                vld1q_s32((*x).biases.as_ptr()),
+            )
+        };
+        let lo = [c.0, c.1, c.2, c.3].map(|v| vandq_u8(v, mask));
+        let hi = [c.0, c.1, c.2, c.3].map(|v| vshrq_n_u8::<4>(v));
+        // Row `r`'s codes: its low 16, its high 16.
+        let rows = [
+            (xc[0].0, xc[0].1),
+            (xc[0].2, xc[0].3),
+            (xc[1].0, xc[1].1),
+            (xc[1].2, xc[1].3),
+        ];
+        let sum = |bias: int32x4_t, (xlo, xhi): (int8x16_t, int8x16_t)| {
+            let mut s = bias;
+            s = sdot::<0>(s, lo[0], xlo);
+            s = sdot::<0>(s, hi[0], xhi);
+            s = sdot::<1>(s, lo[1], xlo);
+            s = sdot::<1>(s, hi[1], xhi);
+            s = sdot::<2>(s, lo[2], xlo);
+            s = sdot::<2>(s, hi[2], xhi);
+            s = sdot::<3>(s, lo[3], xlo);
+            s = sdot::<3>(s, hi[3], xhi);
+            vcvtq_f32_s32(s)
+        };
+        // Each sum times (weight scale × activation scale), as `one_q8` and llama.cpp round.
+        let (b0, b1) = (vdupq_laneq_s32::<0>(bias), vdupq_laneq_s32::<1>(bias));
+        let (b2, b3) = (vdupq_laneq_s32::<2>(bias), vdupq_laneq_s32::<3>(bias));
+        acc[0] = vfmaq_f32(acc[0], sum(b0, rows[0]), vmulq_laneq_f32::<0>(d, dx));
+        acc[1] = vfmaq_f32(acc[1], sum(b1, rows[1]), vmulq_laneq_f32::<1>(d, dx));
+        acc[2] = vfmaq_f32(acc[2], sum(b2, rows[2]), vmulq_laneq_f32::<2>(d, dx));
+        acc[3] = vfmaq_f32(acc[3], sum(b3, rows[3]), vmulq_laneq_f32::<3>(d, dx));
+    }
+    acc
+}
+
+/// Four weight rows' `codes` and `scales` against one activation row (at least as many
+/// blocks): the four rows' sums.
+#[inline]
+#[target_feature(enable = "dotprod")]
+unsafe fn one_q8(codes: &[[u8; 64]], scales: &[[f32; 4]], x: &Q8Row) -> float32x4_t {
+    let mut acc = vdupq_n_f32(0.0);
+    let mask = vdupq_n_u8(15);
+    for (b, (c, d)) in codes.iter().zip(scales).enumerate() {
+        // SAFETY: 64 bytes from a [u8; 64], 4 floats from a [f32; 4]; `b` is within the
+        // row's blocks (the caller's promise), two 16-byte loads from an [i8; 32].
+        let (c, d, xlo, xhi, bias, dx) = unsafe {
+            let p = x.codes.get_unchecked(b).as_ptr();
+            (
+                vld1q_u8_x4(c.as_ptr()),
+                vld1q_f32(d.as_ptr()),
+                vld1q_s8(p),
+                vld1q_s8(p.add(16)),
+                *x.biases.get_unchecked(b),
+                *x.scales.get_unchecked(b),
+            )
+        };
+        let lo = [c.0, c.1, c.2, c.3].map(|v| vandq_u8(v, mask));
+        let hi = [c.0, c.1, c.2, c.3].map(|v| vshrq_n_u8::<4>(v));
+        let mut s = vdupq_n_s32(bias);
+        s = sdot::<0>(s, lo[0], xlo);
+        s = sdot::<0>(s, hi[0], xhi);
+        s = sdot::<1>(s, lo[1], xlo);
+        s = sdot::<1>(s, hi[1], xhi);
+        s = sdot::<2>(s, lo[2], xlo);
+        s = sdot::<2>(s, hi[2], xhi);
+        s = sdot::<3>(s, lo[3], xlo);
+        s = sdot::<3>(s, hi[3], xhi);
+        acc = vfmaq_f32(acc, vcvtq_f32_s32(s), vmulq_n_f32(d, dx));
+    }
+    acc
 }
 
 /// Weight rows `first..` (a multiple of four) into `out` (`[rows, m]`), f32 activations in
 /// nibble order.
 pub(crate) fn rows_f32(w: &Interleaved, first: usize, x: &[&[f32]], out: &mut [f32]) {
-    // SAFETY: as `rows_q8`.
+    // SAFETY: the dot-product variant is only picked where the CPU has it.
     unsafe { groups(w, first, x, out, group_f32::<4>, group_f32::<1>) }
 }
 
@@ -61,48 +226,6 @@ unsafe fn groups<X: Copy>(
             put(i, unsafe { one(codes, scales, [x]) }[0]);
         }
     }
-}
-
-#[target_feature(enable = "dotprod")]
-unsafe fn group_q8<const R: usize>(
-    codes: &[[u8; 64]],
-    scales: &[[f32; 4]],
-    xs: [Q8Row; R],
-) -> [float32x4_t; R] {
-    let mut acc = [vdupq_n_f32(0.0); R];
-    let mask = vdupq_n_u8(15);
-    // Checked once here, so that the loop reads each row's blocks unchecked (bounds checks
-    // were a fifth of a decode step's instructions).
-    let n = codes.len().min(scales.len());
-    assert!(xs
-        .iter()
-        .all(|x| x.codes.len() >= n && x.scales.len() >= n && x.biases.len() >= n));
-    for (b, (c, d)) in codes.iter().zip(scales).enumerate() {
-        // SAFETY: 64 bytes from a [u8; 64], 4 floats from a [f32; 4].
-        let (c, d) = unsafe { (vld1q_u8_x4(c.as_ptr()), vld1q_f32(d.as_ptr())) };
-        let lo = [c.0, c.1, c.2, c.3].map(|v| vandq_u8(v, mask));
-        let hi = [c.0, c.1, c.2, c.3].map(|v| vshrq_n_u8::<4>(v));
-        for (acc, x) in acc.iter_mut().zip(&xs) {
-            // SAFETY: `b < n`, within each row's blocks (asserted above); two 16-byte loads
-            // from an [i8; 32].
-            let (xlo, xhi, bias, dx) = unsafe {
-                let p = x.codes.get_unchecked(b).as_ptr();
-                let (bias, dx) = (*x.biases.get_unchecked(b), *x.scales.get_unchecked(b));
-                (vld1q_s8(p), vld1q_s8(p.add(16)), bias, dx)
-            };
-            let mut s = vdupq_n_s32(bias);
-            s = sdot::<0>(s, lo[0], xlo);
-            s = sdot::<0>(s, hi[0], xhi);
-            s = sdot::<1>(s, lo[1], xlo);
-            s = sdot::<1>(s, hi[1], xhi);
-            s = sdot::<2>(s, lo[2], xlo);
-            s = sdot::<2>(s, hi[2], xhi);
-            s = sdot::<3>(s, lo[3], xlo);
-            s = sdot::<3>(s, hi[3], xhi);
-            *acc = vfmaq_f32(*acc, vcvtq_f32_s32(s), vmulq_n_f32(d, dx));
-        }
-    }
-    acc
 }
 
 /// f32 activations: each block's four rows taken back out of the interleave (a 4×4
