@@ -7,6 +7,7 @@
 # memory stalls or clock speed, and count a NEON instruction as one.
 #
 #   bash benches/arm/clip.sh            # prints the markdown table on stdout, progress on stderr
+#   bash benches/arm/clip.sh --write    # ...and appends it to BENCHMARKS.md (date, CPUs)
 #   bash benches/arm/clip.sh --setup    # only the chroot (and the models if missing)
 #
 # Environment:
@@ -49,11 +50,13 @@ shopt -s inherit_errexit    # a failing qemu run inside $(...) stops the script 
 cd "$(dirname "$0")/../.."
 
 setup_only=0
+write=0
 for arg in "$@"; do
   case $arg in
     --setup) setup_only=1 ;;
+    --write) write=1 ;;
     -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
-    *) echo "unknown argument: $arg (--setup)" >&2; exit 2 ;;
+    *) echo "unknown argument: $arg (--setup, --write)" >&2; exit 2 ;;
   esac
 done
 
@@ -257,13 +260,27 @@ for cpu in $cpus; do
   done
 done
 
-echo "CLIP ViT-B/32 image tower ($bundle), batch 1, images $n1→$n2 after one warm-up. ONNX Runtime"
-echo "$ort_version (PyPI manylinux aarch64 wheel, arm64 Debian $(cut -d. -f1 "$chroot/etc/debian_version") chroot; intra_op 1, inter_op 1,"
-echo "sequential); tract 0.23.9 through Glimpse with GLIMPSE_RAW_TRACT=1. Last column: SDOT/UDOT"
-echo "executed per image in ORT's library (its int8 dot-product kernels)."
-provenance
-echo
-echo "| CPU | work | Glimpse instr | tract instr | ORT instr | Glimpse/ORT | tract/ORT | ORT SDOT/UDOT |"
-echo "|---|---|---|---|---|---|---|---|"
-printf '%s\n' "${rows[@]}"
+table() {
+  echo "CLIP ViT-B/32 image tower ($bundle), batch 1, images $n1→$n2 after one warm-up. ONNX Runtime"
+  echo "$ort_version (PyPI manylinux aarch64 wheel, arm64 Debian $(cut -d. -f1 "$chroot/etc/debian_version") chroot; intra_op 1, inter_op 1,"
+  echo "sequential); tract 0.23.9 through Glimpse with GLIMPSE_RAW_TRACT=1. Last column: SDOT/UDOT"
+  echo "executed per image in ORT's library (its int8 dot-product kernels)."
+  provenance
+  echo
+  echo "| CPU | work | Glimpse instr | tract instr | ORT instr | Glimpse/ORT | tract/ORT | ORT SDOT/UDOT |"
+  echo "|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+}
+table
+if [ "$write" = 1 ]; then
+  {
+    echo
+    echo "### ARM instructions under qemu-user, CLIP image tower vs ONNX Runtime and tract ($(date +%F); $cpus)"
+    echo
+    echo "\`bash benches/arm/clip.sh --write\` (IMAGES_SHORT=$n1, IMAGES_LONG=$n2; $(git rev-parse --short HEAD 2>/dev/null || echo '?'))."
+    echo
+    table
+  } >>BENCHMARKS.md
+  echo "appended to BENCHMARKS.md" >&2
+fi
 echo "== total: $((SECONDS - total_start)) s" >&2

@@ -9,6 +9,8 @@
 #   bash benches/arm/run.sh --write    # ...and appends it to BENCHMARKS.md (date, CPUs)
 #   bash benches/arm/run.sh --smoke    # CI: the plugin on a tiny program and one tiny Glimpse
 #                                      # run (no llama.cpp, no downloads; < 1 min after the build)
+#   bash benches/arm/run.sh --clip     # ...then the CLIP image towers (benches/arm/clip.sh, its
+#                                      # own table; with --write, appended too): every ARM row
 #   bash benches/arm/run.sh --symbols  # ...and where a decoded token's instructions go, by
 #                                      # function, both sides (benches/arm/symbols.py), on stderr
 #
@@ -38,13 +40,15 @@ cd "$(dirname "$0")/../.."
 smoke=0
 write=0
 symbols=0
+clip=0
 for arg in "$@"; do
   case $arg in
     --smoke) smoke=1 ;;
     --write) write=1 ;;
     --symbols) symbols=1 ;;
+    --clip) clip=1 ;;
     -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
-    *) echo "unknown argument: $arg (--smoke, --write, --symbols)" >&2; exit 2 ;;
+    *) echo "unknown argument: $arg (--smoke, --write, --symbols, --clip)" >&2; exit 2 ;;
   esac
 done
 
@@ -208,3 +212,6 @@ if [ "$write" = 1 ]; then
   echo "appended to BENCHMARKS.md" >&2
 fi
 echo "== total: $((SECONDS - total_start)) s" >&2
+if [ "$clip" = 1 ]; then
+  if [ "$write" = 1 ]; then bash benches/arm/clip.sh --write; else bash benches/arm/clip.sh; fi
+fi

@@ -42,20 +42,8 @@ pub(crate) fn q8_fours(x: &[Q8Row], per_row: usize) -> Vec<Q8Four> {
 /// # Safety
 /// `y` points to `x.len() · n` floats, this call the only one writing columns `4 · groups`;
 /// the CPU has the dot product.
-pub(crate) unsafe fn rows_q8(
-    w: &Interleaved,
-    groups: Range<usize>,
-    x: &[Q8Row],
-    fours: &[Q8Four],
-    y: *mut f32,
-    n: usize,
-) {
-    // SAFETY: as the caller promised.
-    unsafe { groups_q8(w, groups, x, fours, y, n) }
-}
-
 #[target_feature(enable = "dotprod")]
-unsafe fn groups_q8(
+pub(crate) unsafe fn rows_q8(
     w: &Interleaved,
     groups: Range<usize>,
     x: &[Q8Row],
@@ -95,7 +83,6 @@ unsafe fn groups_q8(
 #[target_feature(enable = "dotprod")]
 unsafe fn four_q8(codes: &[[u8; 64]], scales: &[[f32; 4]], x: *const Q8Four) -> [float32x4_t; 4] {
     let mut acc = [vdupq_n_f32(0.0); 4];
-    let mask = vdupq_n_u8(15);
     for (b, (c, d)) in codes.iter().zip(scales).enumerate() {
         // SAFETY: 64 bytes from a [u8; 64], 4 floats from a [f32; 4]; block `b` of the
         // caller's `per_row` at `x`: 128 bytes of codes, then 4 scales and 4 biases.
@@ -110,8 +97,7 @@ unsafe fn four_q8(codes: &[[u8; 64]], scales: &[[f32; 4]], x: *const Q8Four) -> 
                 vld1q_s32((*x).biases.as_ptr()),
             )
         };
-        let lo = [c.0, c.1, c.2, c.3].map(|v| vandq_u8(v, mask));
-        let hi = [c.0, c.1, c.2, c.3].map(|v| vshrq_n_u8::<4>(v));
+        let w = nibbles(c);
         // Row `r`'s codes: its low 16, its high 16.
         let rows = [
             (xc[0].0, xc[0].1),
@@ -119,18 +105,7 @@ unsafe fn four_q8(codes: &[[u8; 64]], scales: &[[f32; 4]], x: *const Q8Four) -> 
             (xc[1].0, xc[1].1),
             (xc[1].2, xc[1].3),
         ];
-        let sum = |bias: int32x4_t, (xlo, xhi): (int8x16_t, int8x16_t)| {
-            let mut s = bias;
-            s = sdot::<0>(s, lo[0], xlo);
-            s = sdot::<0>(s, hi[0], xhi);
-            s = sdot::<1>(s, lo[1], xlo);
-            s = sdot::<1>(s, hi[1], xhi);
-            s = sdot::<2>(s, lo[2], xlo);
-            s = sdot::<2>(s, hi[2], xhi);
-            s = sdot::<3>(s, lo[3], xlo);
-            s = sdot::<3>(s, hi[3], xhi);
-            vcvtq_f32_s32(s)
-        };
+        let sum = |bias, x| vcvtq_f32_s32(block_sum(bias, &w, x));
         // Each sum times (weight scale × activation scale), as `one_q8` and llama.cpp round.
         let (b0, b1) = (vdupq_laneq_s32::<0>(bias), vdupq_laneq_s32::<1>(bias));
         let (b2, b3) = (vdupq_laneq_s32::<2>(bias), vdupq_laneq_s32::<3>(bias));
@@ -142,13 +117,43 @@ unsafe fn four_q8(codes: &[[u8; 64]], scales: &[[f32; 4]], x: *const Q8Four) -> 
     acc
 }
 
+/// An interleaved block's four vectors (four rows × four codes each) as their low nibbles, then
+/// their high ones: `0..16`, as stored.
+#[inline]
+#[target_feature(enable = "dotprod")]
+fn nibbles(c: uint8x16x4_t) -> [[uint8x16_t; 4]; 2] {
+    let mask = vdupq_n_u8(15);
+    let c = [c.0, c.1, c.2, c.3];
+    [c.map(|v| vandq_u8(v, mask)), c.map(|v| vshrq_n_u8::<4>(v))]
+}
+
+/// `bias` plus one block of four weight rows (`w`: [`nibbles`]) times one activation row's
+/// block (its 16 low-nibble and 16 high-nibble codes): eight `SDOT`s by element.
+#[inline]
+#[target_feature(enable = "dotprod")]
+fn block_sum(
+    bias: int32x4_t,
+    [lo, hi]: &[[uint8x16_t; 4]; 2],
+    (xlo, xhi): (int8x16_t, int8x16_t),
+) -> int32x4_t {
+    let mut s = bias;
+    s = sdot::<0>(s, lo[0], xlo);
+    s = sdot::<0>(s, hi[0], xhi);
+    s = sdot::<1>(s, lo[1], xlo);
+    s = sdot::<1>(s, hi[1], xhi);
+    s = sdot::<2>(s, lo[2], xlo);
+    s = sdot::<2>(s, hi[2], xhi);
+    s = sdot::<3>(s, lo[3], xlo);
+    s = sdot::<3>(s, hi[3], xhi);
+    s
+}
+
 /// Four weight rows' `codes` and `scales` against one activation row (at least as many
 /// blocks): the four rows' sums.
 #[inline]
 #[target_feature(enable = "dotprod")]
 unsafe fn one_q8(codes: &[[u8; 64]], scales: &[[f32; 4]], x: &Q8Row) -> float32x4_t {
     let mut acc = vdupq_n_f32(0.0);
-    let mask = vdupq_n_u8(15);
     for (b, (c, d)) in codes.iter().zip(scales).enumerate() {
         // SAFETY: 64 bytes from a [u8; 64], 4 floats from a [f32; 4]; `b` is within the
         // row's blocks (the caller's promise), two 16-byte loads from an [i8; 32].
@@ -163,17 +168,7 @@ unsafe fn one_q8(codes: &[[u8; 64]], scales: &[[f32; 4]], x: &Q8Row) -> float32x
                 *x.scales.get_unchecked(b),
             )
         };
-        let lo = [c.0, c.1, c.2, c.3].map(|v| vandq_u8(v, mask));
-        let hi = [c.0, c.1, c.2, c.3].map(|v| vshrq_n_u8::<4>(v));
-        let mut s = vdupq_n_s32(bias);
-        s = sdot::<0>(s, lo[0], xlo);
-        s = sdot::<0>(s, hi[0], xhi);
-        s = sdot::<1>(s, lo[1], xlo);
-        s = sdot::<1>(s, hi[1], xhi);
-        s = sdot::<2>(s, lo[2], xlo);
-        s = sdot::<2>(s, hi[2], xhi);
-        s = sdot::<3>(s, lo[3], xlo);
-        s = sdot::<3>(s, hi[3], xhi);
+        let s = block_sum(vdupq_n_s32(bias), &nibbles(c), (xlo, xhi));
         acc = vfmaq_f32(acc, vcvtq_f32_s32(s), vmulq_n_f32(d, dx));
     }
     acc
