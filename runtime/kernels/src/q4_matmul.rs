@@ -566,7 +566,7 @@ mod tests {
     crate::variant_test!(
         /// Each variant against the plain definition, in f64, for shapes that take every path:
         /// one row, two, four, four and a remainder, two fours and one; rows of whole groups of four blocks and of one
-        /// to three blocks more; f32 and Q8_0 activations.
+        /// to three blocks more, and shapes drawn at random; f32 and Q8_0 activations.
         matches_dequantized_product,
         variants(),
         |variant| {
@@ -577,7 +577,13 @@ mod tests {
                     .wrapping_add(1442695040888963407);
                 (seed >> 33) as u32
             };
-            for (n, k) in [(37, 96), (5, 128), (36, 288), (8, 416), (4, 32)] {
+            // Chosen shapes, then eight drawn at random: n of 1 to 40, k of 1 to 12 blocks.
+            let mut shapes = vec![(37, 96), (5, 128), (36, 288), (8, 416), (4, 32)];
+            for _ in 0..8 {
+                let (a, b) = (next(), next());
+                shapes.push((1 + a as usize % 40, 32 * (1 + b as usize % 12)));
+            }
+            for (n, k) in shapes {
                 let codes: Vec<u8> = (0..n * k).map(|_| (next() % 16) as u8).collect();
                 let scales: Vec<f32> = (0..n * k / 32)
                     .map(|_| (next() % 1000) as f32 / 4096.0)

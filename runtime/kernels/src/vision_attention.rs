@@ -339,59 +339,92 @@ mod tests {
         values
     }
 
-    crate::variant_test!(
-    /// Each variant against a direct f64 computation, for query counts that leave every
-    /// tile height, key counts and value depths off the 16 lanes, depth that is not a
-    /// multiple of 16, and scores large enough that the softmax is peaked.
-    heads_match_a_direct_computation, variants(), |variant| {
-        for (s, t, d, e) in [
-            (1, 1, 1, 1),
-            (7, 17, 64, 64),
-            (13, 50, 64, 64),
-            (6, 33, 24, 40),
-            (20, 16, 16, 80),
-            (5, 70, 8, 3),
-        ] {
-            let n = Sizes { s, t, d, e };
-            let (q, k, v) = (
-                values(s * d, 1, 1.5),
-                values(t * d, 2, 1.5),
-                values(t * e, 3, 1.0),
-            );
-            let mut want = vec![0f64; s * e];
-            for i in 0..s {
-                let scores: Vec<f64> = (0..t)
-                    .map(|j| {
-                        (0..d)
-                            .map(|c| q[i * d + c] as f64 * k[j * d + c] as f64)
-                            .sum()
-                    })
-                    .collect();
-                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let w: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
-                let sum: f64 = w.iter().sum();
-                for c in 0..e {
-                    want[i * e + c] = (0..t).map(|j| w[j] * v[j * e + c] as f64).sum::<f64>() / sum;
-                }
-            }
-            let mut work = Work {
-                q: q.clone(),
-                k: k.clone(),
-                v: v.clone(),
-                scratch: vec![],
-            };
-            let mut got = vec![f32::NAN; s * e];
-            head(variant, &mut work, n, &mut got);
-            {
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (*g as f64 - w).abs() < 2e-6,
-                        "{n:?} element {i}: {g} vs {w}"
-                    );
-                }
+    /// `head(variant)` on seeded values of sizes `n` against a direct f64 computation, within
+    /// `tolerance`.
+    fn check_head(variant: Variant, n: Sizes, tolerance: f64) {
+        let Sizes { s, t, d, e } = n;
+        let (q, k, v) = (
+            values(s * d, 1, 1.5),
+            values(t * d, 2, 1.5),
+            values(t * e, 3, 1.0),
+        );
+        let mut want = vec![0f64; s * e];
+        for i in 0..s {
+            let scores: Vec<f64> = (0..t)
+                .map(|j| {
+                    (0..d)
+                        .map(|c| q[i * d + c] as f64 * k[j * d + c] as f64)
+                        .sum()
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let w: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
+            let sum: f64 = w.iter().sum();
+            for c in 0..e {
+                want[i * e + c] = (0..t).map(|j| w[j] * v[j * e + c] as f64).sum::<f64>() / sum;
             }
         }
-    });
+        let mut work = Work {
+            q,
+            k,
+            v,
+            scratch: vec![],
+        };
+        let mut got = vec![f32::NAN; s * e];
+        head(variant, &mut work, n, &mut got);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (*g as f64 - w).abs() < tolerance,
+                "{variant:?} {n:?} element {i}: {g} vs {w}"
+            );
+        }
+    }
+
+    crate::variant_test!(
+        /// Each variant against a direct f64 computation, for query counts that leave every
+        /// tile height, key counts and value depths off the 16 lanes, depth that is not a
+        /// multiple of 16, and scores large enough that the softmax is peaked.
+        heads_match_a_direct_computation,
+        variants(),
+        |variant| {
+            for (s, t, d, e) in [
+                (1, 1, 1, 1),
+                (7, 17, 64, 64),
+                (13, 50, 64, 64),
+                (6, 33, 24, 40),
+                (20, 16, 16, 80),
+                (5, 70, 8, 3),
+            ] {
+                check_head(variant, Sizes { s, t, d, e }, 2e-6);
+            }
+        }
+    );
+
+    crate::variant_test!(
+        /// Each variant on 40 shapes drawn at random (a seeded generator), every size from 1
+        /// to 40: tails of every lane count and tile height, one query, one key, one column.
+        /// Within f32's rounding of scores of up to `d · 2.25` (the reference loops too).
+        heads_of_random_shapes_match,
+        variants(),
+        |variant| {
+            let mut seed = 12345u64;
+            let mut size = || {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                1 + (seed >> 33) as usize % 40
+            };
+            for _ in 0..40 {
+                let n = Sizes {
+                    s: size(),
+                    t: size(),
+                    d: size(),
+                    e: size(),
+                };
+                check_head(variant, n, 1e-6 + 2e-7 * n.d as f64);
+            }
+        }
+    );
 
     /// Operands in different axis orders (`[b, s, h, d]` queries, `[b, h, t, d]` keys,
     /// `[b, h, e, t]` values, `[b, s, h, e]` output) with a scale, head by head against
