@@ -391,13 +391,8 @@ mod tests {
     /// and weight types, zero points (none, scalar, per column), `k` not a multiple of four,
     /// columns not a multiple of sixteen, and row counts that take every tile height.
     matches_the_integer_product, variants(), |variant| {
-        let mut seed = 11u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as u8
-        };
+        let mut numbers = crate::test_numbers(11);
+        let mut next = || numbers() as u8;
         for (k, n) in [(7, 5), (64, 16), (37, 70), (130, 33), (64, 200)] {
             for (signed_a, signed_w) in [(false, true), (true, true), (false, false), (true, false)]
             {

@@ -148,6 +148,19 @@ pub fn test_values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// A seeded generator of test numbers (a 64-bit LCG's high bits): shapes and codes drawn
+/// at random, the same every run.
+#[cfg(test)]
+pub(crate) fn test_numbers(seed: u64) -> impl FnMut() -> u32 {
+    let mut state = seed;
+    move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

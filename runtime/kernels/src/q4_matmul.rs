@@ -570,13 +570,7 @@ mod tests {
         matches_dequantized_product,
         variants(),
         |variant| {
-            let mut seed = 7u64;
-            let mut next = || {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (seed >> 33) as u32
-            };
+            let mut next = crate::test_numbers(7);
             // Chosen shapes, then eight drawn at random: n of 1 to 40, k of 1 to 12 blocks.
             let mut shapes = vec![(37, 96), (5, 128), (36, 288), (8, 416), (4, 32)];
             for _ in 0..8 {

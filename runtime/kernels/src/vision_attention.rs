@@ -407,13 +407,8 @@ mod tests {
         heads_of_random_shapes_match,
         variants(),
         |variant| {
-            let mut seed = 12345u64;
-            let mut size = || {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                1 + (seed >> 33) as usize % 40
-            };
+            let mut next = crate::test_numbers(12345);
+            let mut size = || 1 + next() as usize % 40;
             for _ in 0..40 {
                 let n = Sizes {
                     s: size(),
